@@ -1,0 +1,281 @@
+//! The broker's view of the metadata controller. In the one-process local
+//! mode this is the durable single-node store; every change goes through
+//! `propose` (a command applied by the controller's pure `apply`), and reads
+//! see the applied state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use floe_controller::model::{
+    ApplyError, Command, IndexCommit, IndexEntry, MetadataState, ObjectMeta, Outcome, PartitionId,
+};
+use floe_controller::store::{LocalStore, StoreError};
+use uuid::Uuid;
+
+use crate::storage::{ObjectIndex, PartitionMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("metadata task failed: {0}")]
+    Task(String),
+}
+
+impl ClusterError {
+    /// The refused command's reason, if this was a refusal (nothing changed).
+    pub fn apply_error(&self) -> Option<&ApplyError> {
+        match self {
+            ClusterError::Store(StoreError::Apply(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A topic as the Kafka layer sees it.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    pub id: Uuid,
+    pub name: String,
+    pub partitions: Vec<(i32, i32)>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicView {
+    pub fn partition_id(&self, partition: i32) -> Option<PartitionId> {
+        (partition >= 0 && (partition as usize) < self.partitions.len()).then_some(PartitionId {
+            topic_id: self.id,
+            partition,
+        })
+    }
+}
+
+pub struct Cluster {
+    store: Arc<LocalStore>,
+}
+
+impl Cluster {
+    pub fn open(dir: &Path) -> Result<Cluster, ClusterError> {
+        Ok(Cluster {
+            store: Arc::new(LocalStore::open(dir)?),
+        })
+    }
+
+    /// Apply a command durably (off the async reactor).
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.propose(cmd))
+            .await
+            .map_err(|e| ClusterError::Task(e.to_string()))?
+            .map_err(ClusterError::from)
+    }
+
+    /// Read the applied state. A poisoned store (after a failed fsync) reads
+    /// as empty; every write fails and tells the operator to restart.
+    pub fn read<R: Default>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
+        match self.store.read(f) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "metadata store unavailable");
+                R::default()
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicView> {
+        self.read(|s| s.topics.get(name).map(view))
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicView> {
+        self.read(|s| s.topic_by_id(id).map(view))
+    }
+
+    pub fn topics(&self) -> Vec<TopicView> {
+        self.read(|s| s.topics.values().map(view).collect())
+    }
+
+    /// Everything the storage engine needs to open each partition.
+    pub fn partition_metas(&self) -> Vec<(PartitionId, PartitionMeta)> {
+        self.read(|s| {
+            s.topics
+                .values()
+                .flat_map(|t| {
+                    t.partitions.iter().enumerate().map(|(i, p)| {
+                        (
+                            PartitionId {
+                                topic_id: t.id,
+                                partition: i as i32,
+                            },
+                            meta(p),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub fn partition_meta(&self, id: PartitionId) -> Option<PartitionMeta> {
+        self.read(|s| s.partition(id).map(meta))
+    }
+}
+
+fn view(t: &floe_controller::model::Topic) -> TopicView {
+    TopicView {
+        id: t.id,
+        name: t.name.clone(),
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| (p.leader, p.leader_epoch))
+            .collect(),
+        configs: t.configs.clone(),
+    }
+}
+
+fn meta(p: &floe_controller::model::Partition) -> PartitionMeta {
+    PartitionMeta {
+        leader_epoch: p.leader_epoch,
+        log_start_offset: p.log_start_offset,
+        committed_end: p.committed_end,
+        producers: p.producers.values().cloned().collect(),
+    }
+}
+
+impl ObjectIndex for Cluster {
+    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), String> {
+        self.store
+            .propose(Command::CommitObject { object, entries })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn entry_at(&self, partition: PartitionId, offset: i64) -> Option<IndexEntry> {
+        self.read(|s| s.index_entry_at(partition, offset).cloned())
+    }
+
+    fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry> {
+        self.read(|s| s.offset_for_timestamp(partition, ts).cloned())
+    }
+}
+
+/// Committed consumer-group offsets, kept by the controller.
+pub struct GroupOffsets {
+    cluster: Arc<Cluster>,
+}
+
+impl GroupOffsets {
+    pub fn new(cluster: Arc<Cluster>) -> GroupOffsets {
+        GroupOffsets { cluster }
+    }
+}
+
+impl floe_group::OffsetStore for GroupOffsets {
+    fn commit(
+        &self,
+        group: &str,
+        offsets: Vec<floe_group::OffsetCommitEntry>,
+    ) -> Result<(), floe_group::OffsetStoreError> {
+        let count = offsets.len();
+        let offsets = offsets
+            .into_iter()
+            .map(|o| {
+                (
+                    o.topic,
+                    o.partition,
+                    floe_controller::model::CommittedOffset {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: Some(o.metadata),
+                        commit_ms: o.commit_ms,
+                    },
+                )
+            })
+            .collect();
+        self.cluster
+            .store
+            .propose(Command::CommitOffsets {
+                group: group.to_owned(),
+                offsets,
+            })
+            .map(|_| ())
+            .map_err(|e| floe_group::OffsetStoreError::CommitOffsets {
+                group: group.to_owned(),
+                count,
+                reason: e.to_string(),
+            })
+    }
+
+    fn fetch(&self, group: &str) -> Vec<floe_group::OffsetCommitEntry> {
+        self.cluster.read(|s| {
+            s.groups
+                .get(group)
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .flat_map(|(topic, parts)| {
+                            parts
+                                .iter()
+                                .map(move |(p, c)| floe_group::OffsetCommitEntry {
+                                    topic: topic.clone(),
+                                    partition: *p,
+                                    offset: c.offset,
+                                    leader_epoch: c.leader_epoch,
+                                    metadata: c.metadata.clone().unwrap_or_default(),
+                                    commit_ms: c.commit_ms,
+                                })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    fn delete_group(&self, group: &str) -> Result<(), floe_group::OffsetStoreError> {
+        self.cluster
+            .store
+            .propose(Command::DeleteGroup {
+                group: group.to_owned(),
+            })
+            .map(|_| ())
+            .map_err(|e| floe_group::OffsetStoreError::DeleteGroup {
+                group: group.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn delete_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), floe_group::OffsetStoreError> {
+        self.cluster
+            .store
+            .propose(Command::DeleteGroupOffsets {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                partitions: partitions.to_vec(),
+            })
+            .map(|_| ())
+            .map_err(|e| floe_group::OffsetStoreError::DeleteOffsets {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn groups_with_offsets(&self) -> Vec<String> {
+        self.cluster.read(|s| {
+            s.groups
+                .iter()
+                .filter(|(_, g)| !g.offsets.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+    }
+
+    fn topic_exists(&self, topic: &str) -> bool {
+        self.cluster.read(|s| s.topics.contains_key(topic))
+    }
+}

@@ -1,0 +1,11 @@
+//! Floe's broker: a Kafka wire-protocol server over a storage engine that
+//! keeps data only in a small write-ahead log and in object storage.
+
+pub mod broker;
+pub mod cluster;
+pub mod gc;
+pub mod handler;
+pub mod local;
+pub mod protocol;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,248 @@
+//! The one-process local mode: a single-voter metadata store and one broker
+//! in the same process, data under one directory, Kafka on one listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::cluster::{Cluster, GroupOffsets};
+use crate::gc::Gc;
+use crate::storage::objects::Objects;
+use crate::storage::{Storage, StorageConfig, WalMode};
+
+/// `floe local`: every flag also reads an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Directory for the WAL, the metadata log and (by default) the objects.
+    #[arg(long, env = "FLOE_DATA_DIR", default_value = "floe-data")]
+    pub data_dir: PathBuf,
+    /// Kafka listener address.
+    #[arg(long, env = "FLOE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// host:port that clients are told to connect to (default: the listen address).
+    #[arg(long, env = "FLOE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Object store URL: file:///path, s3://bucket/prefix (AWS_* variables apply) or memory://.
+    /// Default: file://<data-dir>/objects.
+    #[arg(long, env = "FLOE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Where produce is acknowledged: after the local WAL fsync, or after the object PUT.
+    #[arg(long, env = "FLOE_WAL_MODE", value_enum, default_value = "volume")]
+    pub wal_mode: WalMode,
+    /// Create unknown topics when clients ask for their metadata.
+    #[arg(long, env = "FLOE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    #[arg(long, env = "FLOE_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+    /// Largest request accepted, in bytes (larger ones close the connection).
+    #[arg(long, env = "FLOE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
+    pub max_request_bytes: usize,
+    /// Most client connections served at once.
+    #[arg(long, env = "FLOE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Upload to object storage once this many bytes are pending.
+    #[arg(long, env = "FLOE_UPLOAD_BYTES", default_value_t = 32 << 20)]
+    pub upload_bytes: usize,
+    /// ...or after this many milliseconds (object mode: the batch window).
+    #[arg(long, env = "FLOE_UPLOAD_INTERVAL_MS")]
+    pub upload_interval_ms: Option<u64>,
+    /// Committed bytes kept in memory per partition for caught-up readers.
+    #[arg(long, env = "FLOE_HOT_TAIL_BYTES", default_value_t = 8 << 20)]
+    pub hot_tail_bytes: usize,
+    /// Object-range cache for catch-up readers, in bytes.
+    #[arg(long, env = "FLOE_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub cache_bytes: usize,
+    /// Seconds an unreferenced object is kept before deletion.
+    #[arg(long, env = "FLOE_GC_GRACE_SECS", default_value_t = 300)]
+    pub gc_grace_secs: u64,
+}
+
+impl LocalArgs {
+    /// Check the settings together; errors say what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.num_partitions),
+            "--num-partitions must be between 1 and 100000, got {}",
+            self.num_partitions
+        );
+        anyhow::ensure!(
+            (1024..=1 << 30).contains(&self.max_request_bytes),
+            "--max-request-bytes must be between 1 KiB and 1 GiB, got {}",
+            self.max_request_bytes
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.upload_bytes >= 1024,
+            "--upload-bytes must be at least 1024"
+        );
+        if let Some(a) = &self.advertised_listener {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            anyhow::ensure!(ok, "--advertised-listener must be host:port, got {a:?}");
+        }
+        Ok(())
+    }
+
+    fn advertised(&self, bound: SocketAddr) -> (String, i32) {
+        match self
+            .advertised_listener
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+        {
+            Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(9092)),
+            None => (bound.ip().to_string(), i32::from(bound.port())),
+        }
+    }
+}
+
+/// A running local node (used by the binary and by in-process tests).
+pub struct LocalNode {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LocalNode {
+    pub async fn start(args: LocalArgs) -> anyhow::Result<LocalNode> {
+        args.validate()?;
+        let listener = TcpListener::bind(args.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another broker running?)",
+                args.listen
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(&args.data_dir)?;
+        let cluster = Arc::new(Cluster::open(&data_dir.join("metadata")).with_context(|| {
+            format!(
+                "cannot open the metadata store in {}",
+                data_dir.join("metadata").display()
+            )
+        })?);
+        let url = args
+            .object_store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+        let objects = Objects::from_url(&url)?;
+        objects.probe().await.with_context(|| {
+            format!(
+                "object store {url} is not usable (does the bucket exist, are credentials set?)"
+            )
+        })?;
+        let interval =
+            Duration::from_millis(args.upload_interval_ms.unwrap_or(match args.wal_mode {
+                WalMode::Volume => 1_000,
+                WalMode::Object => 100,
+            }));
+        let storage_cfg = StorageConfig {
+            wal_mode: args.wal_mode,
+            wal_dir: data_dir.join("wal"),
+            wal_segment_bytes: 64 << 20,
+            broker_id: 1,
+            upload_bytes: args.upload_bytes,
+            upload_interval: interval,
+            hot_tail_bytes: args.hot_tail_bytes,
+            cache_bytes: args.cache_bytes,
+            max_pending_bytes: (args.upload_bytes * 8).max(256 << 20),
+        };
+        let storage = Storage::open(
+            storage_cfg,
+            objects.clone(),
+            cluster.clone(),
+            cluster.partition_metas(),
+        )
+        .await
+        .context("cannot recover the storage engine")?;
+        let gc = Gc::new(objects, Duration::from_secs(args.gc_grace_secs));
+        if let Err(e) = gc.sweep(&cluster).await {
+            tracing::warn!(error = %e, "orphan sweep failed; will retry later");
+        }
+        let (host, port) = args.advertised(addr);
+        let groups = floe_group::GroupCoordinator::new(
+            floe_group::GroupConfig::default(),
+            Arc::new(GroupOffsets::new(cluster.clone())),
+        )?;
+        let broker = Arc::new(Broker {
+            config: BrokerConfig {
+                node_id: 1,
+                advertised_host: host,
+                advertised_port: port,
+                cluster_id: cluster_id(&data_dir)?,
+                auto_create_topics: args.auto_create_topics,
+                default_partitions: args.num_partitions,
+                max_request_bytes: args.max_request_bytes,
+            },
+            cluster,
+            storage,
+            groups,
+            producer_ids: Default::default(),
+            gc,
+        });
+        let (host, port) = (
+            broker.config.advertised_host.clone(),
+            broker.config.advertised_port,
+        );
+        // Registration bumps this broker's epoch: a restarted broker is a new incarnation.
+        broker
+            .cluster
+            .propose(floe_controller::model::Command::RegisterBroker {
+                id: broker.config.node_id,
+                host: host.clone(),
+                port,
+                rack: None,
+            })
+            .await
+            .context("cannot register the broker with the controller")?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            broker.clone(),
+            args.max_connections,
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, data_dir = %data_dir.display(), objects = url, "Floe is ready");
+        Ok(LocalNode {
+            broker,
+            addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stop serving, upload everything that is durable, and return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.broker.storage.shutdown().await;
+    }
+}
+
+/// The cluster id is made once per data directory and kept beside the data.
+fn cluster_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tmp = data_dir.join("cluster-id.tmp");
+            std::fs::write(&tmp, &id)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}

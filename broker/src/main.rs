@@ -1,0 +1,58 @@
+//! `floe`: the Floe command line.
+
+use clap::{Parser, Subcommand};
+use floe_broker::local::{LocalArgs, LocalNode};
+
+#[derive(Parser)]
+#[command(
+    name = "floe",
+    version,
+    about = "Kafka-compatible brokers on object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node cluster (controller + broker) in this process.
+    Local(LocalArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Local(args) => {
+                let node = LocalNode::start(args).await?;
+                wait_for_signal().await?;
+                tracing::info!("shutting down: uploading what is buffered");
+                node.stop().await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,586 @@
+//! The storage engine: partitions with an in-memory tail, a WAL for
+//! durability, and object storage plus a committed index for everything else.
+//!
+//! Interface (all that the Kafka layer uses): [`Storage::append`] returns once
+//! the batches are durable; [`Storage::read`] serves from the tail or from
+//! objects; [`Storage::flush`] uploads and commits everything durable;
+//! [`Storage::open`] recovers. See `docs/storage.md` for the formats and the
+//! durability argument.
+
+pub mod cache;
+pub mod objects;
+pub mod partition;
+pub mod producer;
+pub mod uploader;
+pub mod wal;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta, PartitionId, ProducerSnapshot};
+use tokio::sync::{watch, Notify};
+
+use crate::protocol::batch::{self, BatchError};
+use cache::BlockCache;
+use objects::Objects;
+use partition::{Assigned, Partition};
+use producer::SequenceCheck;
+use wal::{Wal, WalRecord};
+
+/// Where producers are acknowledged: see `docs/storage.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalMode {
+    /// Local WAL volume, acknowledged after fsync (group commit).
+    Volume,
+    /// No local state: acknowledged after the object PUT and index commit.
+    Object,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub wal_mode: WalMode,
+    pub wal_dir: PathBuf,
+    pub wal_segment_bytes: u64,
+    pub broker_id: i32,
+    /// Upload once this many bytes are pending...
+    pub upload_bytes: usize,
+    /// ...or once the oldest pending data is this old.
+    pub upload_interval: Duration,
+    /// Committed bytes each partition keeps in memory for hot readers.
+    pub hot_tail_bytes: usize,
+    /// Capacity of the object-range cache for catch-up readers.
+    pub cache_bytes: usize,
+    /// Appends wait while this many bytes are not yet in object storage.
+    pub max_pending_bytes: usize,
+}
+
+/// The committed index, as the engine needs it (the controller implements it).
+pub trait ObjectIndex: Send + Sync + 'static {
+    /// Commit an object and its entries atomically. Blocking.
+    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), String>;
+    /// The entry containing `offset`.
+    fn entry_at(&self, partition: PartitionId, offset: i64) -> Option<IndexEntry>;
+    /// The first entry whose max timestamp reaches `ts`.
+    fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry>;
+}
+
+/// What the engine needs to open a partition.
+#[derive(Debug, Clone)]
+pub struct PartitionMeta {
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    pub committed_end: i64,
+    pub producers: Vec<ProducerSnapshot>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error("cannot recover partition {partition:?} from the WAL: {reason}")]
+    Replay {
+        partition: PartitionId,
+        reason: String,
+    },
+    #[error(transparent)]
+    Objects(#[from] objects::ObjectsError),
+}
+
+/// Why an append was refused; mapped to a Kafka error code per partition.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("unknown partition")]
+    UnknownPartition,
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("partition is fenced: leadership moved")]
+    Fenced,
+    #[error("out of order sequence: expected {expected}, got {got}")]
+    OutOfOrderSequence { expected: i32, got: i32 },
+    #[error("producer epoch {got} is older than {current}")]
+    StaleProducerEpoch { current: i16, got: i16 },
+    #[error("unknown producer id")]
+    UnknownProducer,
+    #[error("the write-ahead log failed: {0}")]
+    Storage(String),
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("unknown partition")]
+    UnknownPartition,
+    #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("object read failed: {0}")]
+    Objects(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub leader_epoch: i32,
+}
+
+pub struct Storage {
+    cfg: StorageConfig,
+    objects: Objects,
+    index: Arc<dyn ObjectIndex>,
+    wal: Option<Wal>,
+    partitions: RwLock<HashMap<PartitionId, Arc<Partition>>>,
+    cache: BlockCache,
+    /// Bytes appended but not yet committed to object storage.
+    pending_bytes: AtomicUsize,
+    /// Wakes the uploader (size threshold, flush requests).
+    upload_wake: Notify,
+    /// Bumped after every upload round; flush waits on it.
+    uploaded: watch::Sender<u64>,
+    shutting_down: AtomicBool,
+    /// A weak handle to itself, for background work it spawns (read-ahead).
+    me: Weak<Storage>,
+}
+
+impl Storage {
+    /// Recover the WAL, open the given partitions and start the uploader.
+    pub async fn open(
+        cfg: StorageConfig,
+        objects: Objects,
+        index: Arc<dyn ObjectIndex>,
+        partitions: Vec<(PartitionId, PartitionMeta)>,
+    ) -> Result<Arc<Storage>, StorageError> {
+        let mut map: HashMap<PartitionId, Arc<Partition>> = partitions
+            .into_iter()
+            .map(|(id, m)| {
+                let p = Partition::new(
+                    id,
+                    m.leader_epoch,
+                    m.log_start_offset,
+                    m.committed_end,
+                    m.producers,
+                );
+                (id, Arc::new(p))
+            })
+            .collect();
+        let mut pending = 0usize;
+        let wal = match cfg.wal_mode {
+            WalMode::Object => None,
+            WalMode::Volume => {
+                let dir = cfg.wal_dir.clone();
+                let seg = cfg.wal_segment_bytes;
+                let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir, seg))
+                    .await
+                    .map_err(|e| {
+                        StorageError::Wal(wal::WalError::Write {
+                            path: cfg.wal_dir.clone(),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    })??;
+                pending += replay(&mut map, records)?;
+                Some(wal)
+            }
+        };
+        let storage = Arc::new_cyclic(|me| Storage {
+            me: me.clone(),
+            cache: BlockCache::new(cfg.cache_bytes),
+            cfg,
+            objects,
+            index,
+            wal,
+            partitions: RwLock::new(map),
+            pending_bytes: AtomicUsize::new(pending),
+            upload_wake: Notify::new(),
+            uploaded: watch::channel(0).0,
+            shutting_down: AtomicBool::new(false),
+        });
+        tokio::spawn(uploader::run(Arc::downgrade(&storage)));
+        Ok(storage)
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.cfg
+    }
+
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    fn partition(&self, id: PartitionId) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Open a partition (topic created, or leadership gained). Idempotent.
+    pub fn open_partition(&self, id: PartitionId, meta: PartitionMeta) {
+        let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(id).or_insert_with(|| {
+            Arc::new(Partition::new(
+                id,
+                meta.leader_epoch,
+                meta.log_start_offset,
+                meta.committed_end,
+                meta.producers,
+            ))
+        });
+    }
+
+    /// Forget a partition (topic deleted). Its un-uploaded data is dropped.
+    pub fn remove_partition(&self, id: PartitionId) {
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(p) = removed {
+            let mut s = p.lock();
+            s.fenced = true;
+            let dropped = s.next_offset.saturating_sub(s.committed_end);
+            if dropped > 0 {
+                let bytes: usize = s
+                    .pending_upload(i64::MAX)
+                    .iter()
+                    .map(|b| b.bytes.len())
+                    .sum();
+                self.pending_bytes.fetch_sub(
+                    bytes.min(self.pending_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    pub fn partition_ids(&self) -> Vec<PartitionId> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Append a produce request's record set; returns once durable.
+    pub async fn append(&self, id: PartitionId, records: &[u8]) -> Result<Appended, AppendError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(AppendError::ShuttingDown);
+        }
+        let headers = batch::validate_all(records)?;
+        let p = self.partition(id).ok_or(AppendError::UnknownPartition)?;
+        self.wait_for_upload_room().await;
+        let (assigned, durable) = {
+            let mut s = p.lock();
+            let assigned = s.assign(records, &headers);
+            // Submit to the WAL under the partition lock so WAL order is offset order.
+            let durable = match (&assigned, &self.wal) {
+                (Assigned::Appended { batches, .. }, Some(wal)) => {
+                    let recs = batches
+                        .iter()
+                        .map(|b| WalRecord {
+                            partition: id,
+                            base_offset: b.base,
+                            end_offset: b.end,
+                            leader_epoch: s.leader_epoch,
+                            batch: b.bytes.clone(),
+                        })
+                        .collect();
+                    Some(wal.submit(recs))
+                }
+                _ => None,
+            };
+            (assigned, durable)
+        };
+        let (base, end, duplicate) = match assigned {
+            Assigned::Appended { base, end, batches } => {
+                let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+                let total = self.pending_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                if total >= self.cfg.upload_bytes {
+                    self.upload_wake.notify_one();
+                }
+                (base, end, false)
+            }
+            Assigned::Duplicate { base, end } => (base, end, true),
+            Assigned::Fenced => return Err(AppendError::Fenced),
+            Assigned::Rejected(check) => {
+                return Err(match check {
+                    SequenceCheck::OutOfOrder { expected, got } => {
+                        AppendError::OutOfOrderSequence { expected, got }
+                    }
+                    SequenceCheck::StaleEpoch { current, got } => {
+                        AppendError::StaleProducerEpoch { current, got }
+                    }
+                    _ => AppendError::UnknownProducer,
+                })
+            }
+        };
+        if let Some(rx) = durable {
+            match rx.await {
+                Ok(Ok(())) => p.mark_durable(end),
+                Ok(Err(e)) => return Err(AppendError::Storage(e.to_string())),
+                Err(_) => return Err(AppendError::Storage("WAL writer stopped".into())),
+            }
+        } else {
+            // Object mode, or a retried batch: wait until `end` is durable.
+            let mut hw = p.hw.subscribe();
+            loop {
+                if *hw.borrow_and_update() >= end {
+                    break;
+                }
+                if p.lock().fenced {
+                    return Err(AppendError::Fenced);
+                }
+                if hw.changed().await.is_err() {
+                    return Err(AppendError::ShuttingDown);
+                }
+            }
+        }
+        let log_start = p.lock().log_start;
+        Ok(Appended {
+            base_offset: base,
+            log_start_offset: log_start,
+            duplicate,
+        })
+    }
+
+    async fn wait_for_upload_room(&self) {
+        while self.pending_bytes.load(Ordering::Relaxed) > self.cfg.max_pending_bytes {
+            let mut rx = self.uploaded.subscribe();
+            self.upload_wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    pub fn watermarks(&self, id: PartitionId) -> Option<Watermarks> {
+        let p = self.partition(id)?;
+        let s = p.lock();
+        Some(Watermarks {
+            log_start: s.log_start,
+            high_watermark: s.durable_end,
+            leader_epoch: s.leader_epoch,
+        })
+    }
+
+    /// A receiver of the partition's high watermark, for long polls.
+    pub fn subscribe(&self, id: PartitionId) -> Option<watch::Receiver<i64>> {
+        self.partition(id).map(|p| p.hw.subscribe())
+    }
+
+    /// Read batches from the one containing `offset`, up to about `max_bytes`.
+    /// Returns empty bytes at the high watermark.
+    pub async fn read(
+        &self,
+        id: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, ReadError> {
+        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
+        let hw = {
+            let s = p.lock();
+            if offset < s.log_start || offset > s.durable_end {
+                return Err(ReadError::OffsetOutOfRange {
+                    offset,
+                    log_start: s.log_start,
+                    high_watermark: s.durable_end,
+                });
+            }
+            if offset == s.durable_end {
+                return Ok(Bytes::new());
+            }
+            if let Some(bytes) = s.read_tail(offset, s.durable_end, max_bytes) {
+                return Ok(bytes);
+            }
+            s.durable_end
+        };
+        self.read_objects(id, offset, hw, max_bytes).await
+    }
+
+    async fn read_objects(
+        &self,
+        id: PartitionId,
+        offset: i64,
+        hw: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, ReadError> {
+        let entry = self.lookup(id, offset).await?;
+        let chunk = self.load_chunk(&entry).await?;
+        // Read ahead: warm the next chunk for sequential catch-up readers.
+        if entry.end_offset < hw {
+            if let Ok(next) = self.lookup(id, entry.end_offset).await {
+                if !self.cache.contains(&next.object_key, next.byte_start) {
+                    let me = self.me.clone();
+                    tokio::spawn(async move {
+                        if let Some(me) = me.upgrade() {
+                            // A failed read-ahead only costs a later miss.
+                            let _ = me.load_chunk(&next).await;
+                        }
+                    });
+                }
+            }
+        }
+        let mut start = None;
+        let mut end = 0;
+        let mut at = 0usize;
+        for (h, b) in batch::iter(&chunk) {
+            let len = b.len();
+            if h.base_offset + h.offset_count() > offset && h.base_offset < hw {
+                if start.is_none() {
+                    start = Some(at);
+                } else if at + len - start.unwrap_or(0) > max_bytes {
+                    break;
+                }
+                end = at + len;
+            }
+            at += len;
+        }
+        match start {
+            Some(s) => Ok(chunk.slice(s..end)),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    async fn lookup(&self, id: PartitionId, offset: i64) -> Result<IndexEntry, ReadError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.entry_at(id, offset))
+            .await
+            .map_err(|e| ReadError::Objects(e.to_string()))?
+            .ok_or_else(|| ReadError::Objects(format!("no object holds offset {offset}")))
+    }
+
+    async fn load_chunk(&self, e: &IndexEntry) -> Result<Bytes, ReadError> {
+        let range = e.byte_start..e.byte_start + e.byte_len;
+        self.cache
+            .get_or_load(&e.object_key, e.byte_start, || {
+                let objects = self.objects.clone();
+                let key = e.object_key.clone();
+                async move { objects.get_range(&key, range).await }
+            })
+            .await
+            .map_err(|e| ReadError::Objects(e.to_string()))
+    }
+
+    /// First offset whose batch's max timestamp reaches `ts`, with that timestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        id: PartitionId,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
+        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
+        let index = self.index.clone();
+        let entry = tokio::task::spawn_blocking(move || index.entry_for_timestamp(id, ts))
+            .await
+            .map_err(|e| ReadError::Objects(e.to_string()))?;
+        let log_start = p.lock().log_start;
+        if let Some(e) = entry {
+            let chunk = self.load_chunk(&e).await?;
+            if let Some((h, _)) = batch::iter(&chunk).find(|(h, _)| {
+                h.max_timestamp >= ts && h.base_offset + h.offset_count() > log_start
+            }) {
+                return Ok(Some((h.base_offset.max(log_start), h.max_timestamp)));
+            }
+        }
+        let s = p.lock();
+        Ok(s.tail_offset_for_timestamp(ts)
+            .map(|(o, t)| (o.max(log_start), t)))
+    }
+
+    /// Raise a partition's log start offset (after the controller committed it).
+    pub fn set_log_start(&self, id: PartitionId, offset: i64) {
+        if let Some(p) = self.partition(id) {
+            let mut s = p.lock();
+            s.log_start = s.log_start.max(offset);
+        }
+    }
+
+    /// Upload and commit everything that is durable now; returns when done.
+    pub async fn flush(&self) {
+        let target: Vec<(Arc<Partition>, i64)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| {
+                let end = p.lock().durable_end;
+                (p.clone(), end)
+            })
+            .collect();
+        loop {
+            let done = {
+                let live = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+                target
+                    .iter()
+                    .all(|(p, end)| p.lock().committed_end >= *end || !live.contains_key(&p.id))
+            };
+            if done {
+                return;
+            }
+            let mut rx = self.uploaded.subscribe();
+            self.upload_wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        }
+    }
+
+    /// Stop accepting appends and upload everything (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.flush().await;
+    }
+}
+
+/// Re-apply WAL records above each partition's committed end. Returns the
+/// number of bytes now pending upload.
+fn replay(
+    map: &mut HashMap<PartitionId, Arc<Partition>>,
+    records: Vec<WalRecord>,
+) -> Result<usize, StorageError> {
+    let mut pending = 0;
+    let mut skipped_unknown = 0usize;
+    for r in records {
+        let Some(p) = map.get(&r.partition) else {
+            // The topic was deleted after this was logged.
+            skipped_unknown += 1;
+            continue;
+        };
+        let mut s = p.lock();
+        if r.end_offset <= s.committed_end {
+            continue;
+        }
+        if r.base_offset < s.committed_end {
+            return Err(StorageError::Replay {
+                partition: r.partition,
+                reason: format!(
+                    "WAL batch {}..{} straddles the committed end {}",
+                    r.base_offset, r.end_offset, s.committed_end
+                ),
+            });
+        }
+        pending += r.batch.len();
+        s.replay(r.batch).map_err(|reason| StorageError::Replay {
+            partition: r.partition,
+            reason,
+        })?;
+        let end = s.next_offset;
+        s.durable_end = end;
+        p.hw.send_replace(end);
+    }
+    if skipped_unknown > 0 {
+        tracing::info!(skipped_unknown, "skipped WAL records of deleted partitions");
+    }
+    Ok(pending)
+}

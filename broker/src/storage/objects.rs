@@ -1,0 +1,229 @@
+//! The object-store client: built from a URL (`file://`, `s3://`, `memory://`)
+//! with AWS-convention settings, plus the few operations the engine needs,
+//! each counted by purpose so PUTs and GETs per GB are visible.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error(
+        "unsupported object store URL {url:?}: use file:///path, s3://bucket/prefix or memory://"
+    )]
+    UnsupportedUrl { url: String },
+    #[error("cannot create local object directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot configure the object store for {url}: {source}")]
+    Configure {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("object store request {op} {key} failed: {source}")]
+    Request {
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+}
+
+/// Request counters by purpose (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct ObjectStats {
+    pub puts: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub gets: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub deletes: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    pub stats: Arc<ObjectStats>,
+    description: String,
+}
+
+impl Objects {
+    /// Build a store from a URL. `s3://bucket/prefix` reads the standard
+    /// `AWS_*` variables (`AWS_ENDPOINT_URL` for S3-compatible servers).
+    pub fn from_url(url: &str) -> Result<Objects, ObjectsError> {
+        let (store, prefix): (Arc<dyn ObjectStore>, String) =
+            if let Some(path) = url.strip_prefix("file://") {
+                let path = PathBuf::from(path);
+                std::fs::create_dir_all(&path).map_err(|source| ObjectsError::CreateDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(
+                    |source| ObjectsError::Configure {
+                        url: url.to_owned(),
+                        source,
+                    },
+                )?;
+                (Arc::new(fs), String::new())
+            } else if url.starts_with("memory://") {
+                (
+                    Arc::new(object_store::memory::InMemory::new()),
+                    String::new(),
+                )
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig::default(),
+                        max_retries: 10,
+                        retry_timeout: Duration::from_secs(60),
+                    });
+                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                    b = b
+                        .with_endpoint(endpoint.clone())
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                if std::env::var("AWS_REGION").is_err()
+                    && std::env::var("AWS_DEFAULT_REGION").is_err()
+                {
+                    b = b.with_region("us-east-1");
+                }
+                let s3 = b.build().map_err(|source| ObjectsError::Configure {
+                    url: url.to_owned(),
+                    source,
+                })?;
+                (Arc::new(s3), prefix.trim_matches('/').to_owned())
+            } else {
+                return Err(ObjectsError::UnsupportedUrl {
+                    url: url.to_owned(),
+                });
+            };
+        Ok(Objects {
+            store,
+            prefix: Path::from(prefix),
+            stats: Arc::new(ObjectStats::default()),
+            description: url.to_owned(),
+        })
+    }
+
+    /// Wrap an existing store (tests inject fault wrappers this way).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Objects {
+        Objects {
+            store,
+            prefix: Path::from(prefix),
+            stats: Arc::new(ObjectStats::default()),
+            description: "custom".into(),
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(key)
+        } else {
+            self.prefix.clone().join(key)
+        }
+    }
+
+    /// Write a new object; never overwrites. A retry that finds its own
+    /// unique key already present means an earlier attempt landed.
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<(), ObjectsError> {
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .put_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(source) => Err(ObjectsError::Request {
+                op: "PUT",
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectsError> {
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .store
+            .get_range(&self.path(key), range)
+            .await
+            .map_err(|source| ObjectsError::Request {
+                op: "GET",
+                key: key.to_owned(),
+                source,
+            })?;
+        self.stats
+            .get_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectsError> {
+        self.stats.deletes.fetch_add(1, Ordering::Relaxed);
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(ObjectsError::Request {
+                op: "DELETE",
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Keys (relative to the prefix) under `dir` with their last-modified time in ms.
+    pub async fn list(&self, dir: &str) -> Result<Vec<(String, i64)>, ObjectsError> {
+        use futures::TryStreamExt;
+        let base = self.path(dir);
+        let strip = if self.prefix.as_ref().is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix.as_ref())
+        };
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(|source| ObjectsError::Request {
+                op: "LIST",
+                key: dir.to_owned(),
+                source,
+            })?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let full = m.location.to_string();
+                let key = full.strip_prefix(&strip).unwrap_or(&full).to_owned();
+                (key, m.last_modified.timestamp_millis())
+            })
+            .collect())
+    }
+
+    /// Check that the store is reachable and writable (start-up probe).
+    pub async fn probe(&self) -> Result<(), ObjectsError> {
+        let key = format!("probe/{}", uuid::Uuid::new_v4().simple());
+        self.put_new(&key, Bytes::from_static(b"floe")).await?;
+        self.delete(&key).await
+    }
+}

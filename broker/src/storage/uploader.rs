@@ -1,0 +1,186 @@
+//! The uploader: packs the durable-but-unuploaded data of many partitions into
+//! one object, PUTs it under a fresh unique key, commits the index entries,
+//! and then lets the WAL drop what the object now covers.
+//!
+//! Order matters for the durability argument: PUT → index commit → mark
+//! committed → WAL trim. A crash between any two steps leaves the data in the
+//! WAL (replayed and uploaded again under a new key); the earlier object is
+//! an orphan that no index entry names.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta};
+
+use super::partition::Partition;
+use super::producer::ProducerStates;
+use super::{Storage, WalMode};
+
+/// An object never grows past this; the rest waits for the next round.
+const MAX_OBJECT_BYTES: usize = 64 << 20;
+
+pub(crate) async fn run(storage: Weak<Storage>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(s) = storage.upgrade() else { return };
+        let interval = s.cfg.upload_interval;
+        tokio::select! {
+            _ = s.upload_wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match round(&s).await {
+                Ok(more) => {
+                    backoff = Duration::from_millis(50);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "upload failed; data stays in the WAL and will be retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+            }
+        }
+        s.uploaded.send_modify(|v| *v += 1);
+    }
+}
+
+struct Part {
+    partition: Arc<Partition>,
+    end: i64,
+    bytes: usize,
+    producers: ProducerStates,
+}
+
+/// One upload. Returns whether more data is waiting (the object was full).
+async fn round(s: &Storage) -> Result<bool, String> {
+    let partitions: Vec<Arc<Partition>> = s
+        .partitions
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut body = BytesMut::new();
+    let mut entries = Vec::new();
+    let mut parts = Vec::new();
+    let mut full = false;
+    let key = object_key(s.cfg.broker_id);
+    for p in partitions {
+        if body.len() >= MAX_OBJECT_BYTES {
+            full = true;
+            break;
+        }
+        let st = p.lock();
+        let limit = match s.cfg.wal_mode {
+            WalMode::Volume => st.durable_end,
+            WalMode::Object => st.next_offset,
+        };
+        let batches = st.pending_upload(limit);
+        if batches.is_empty() {
+            continue;
+        }
+        let mut producers = st.committed_producers.clone();
+        let start = body.len();
+        let mut end = st.committed_end;
+        let mut max_timestamp = -1;
+        for b in &batches {
+            if body.len() >= MAX_OBJECT_BYTES {
+                full = true;
+                break;
+            }
+            producers.observe(&b.header, b.base);
+            body.extend_from_slice(&b.bytes);
+            end = b.end;
+            max_timestamp = max_timestamp.max(b.max_timestamp);
+        }
+        entries.push(IndexCommit {
+            partition: p.id,
+            entry: IndexEntry {
+                base_offset: st.committed_end,
+                end_offset: end,
+                leader_epoch: st.leader_epoch,
+                object_key: key.clone(),
+                byte_start: start as u64,
+                byte_len: (body.len() - start) as u64,
+                max_timestamp,
+            },
+            producers: producers.snapshots(),
+        });
+        drop(st);
+        parts.push(Part {
+            partition: p,
+            end,
+            bytes: body.len() - start,
+            producers,
+        });
+    }
+    if entries.is_empty() {
+        return Ok(false);
+    }
+    let size = body.len() as u64;
+    s.objects
+        .put_new(&key, body.freeze())
+        .await
+        .map_err(|e| e.to_string())?;
+    let meta = ObjectMeta {
+        key: key.clone(),
+        size,
+        created_ms: now_ms(),
+        live_entries: entries.len() as u64,
+    };
+    let index = s.index.clone();
+    tokio::task::spawn_blocking(move || index.commit(meta, entries))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("index commit of {key} refused: {e}"))?;
+    let mut uploaded = 0;
+    for part in parts {
+        let mut st = part.partition.lock();
+        st.committed(part.end, part.producers, s.cfg.hot_tail_bytes);
+        if s.cfg.wal_mode == WalMode::Object && part.end > st.durable_end {
+            st.durable_end = part.end;
+            part.partition.hw.send_replace(part.end);
+        }
+        uploaded += part.bytes;
+    }
+    let _ = s
+        .pending_bytes
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(uploaded))
+        });
+    if let Some(wal) = &s.wal {
+        let committed: HashMap<_, _> = s
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| (p.id, p.lock().committed_end))
+            .collect();
+        wal.trim(committed);
+    }
+    tracing::debug!(key, size, "uploaded object");
+    Ok(full)
+}
+
+/// Keys are never reused: broker id, time and a random id. Time first keeps
+/// listings roughly ordered, which helps the orphan sweep.
+fn object_key(broker_id: i32) -> String {
+    format!(
+        "data/{broker_id}/{:013}-{}.floe",
+        now_ms(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,340 @@
+//! The metadata model: the replicated state and the commands that change it.
+//!
+//! Contract: [`apply`] is pure and deterministic. It either applies a command
+//! completely or refuses it with an [`ApplyError`] and leaves the state
+//! untouched, so every replica (and every restart) that applies the same
+//! command sequence reaches the same state. The read helpers on
+//! [`MetadataState`] answer the broker's lookups (topic by id, index entry by
+//! offset or timestamp) without scanning every topic.
+//!
+//! Change the state only through [`apply`]: it also maintains a private
+//! topic-id lookup that direct edits of the public maps would leave stale.
+
+mod apply;
+#[cfg(test)]
+pub(crate) mod fixture;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use apply::{apply, ApplyError, Outcome, MAX_PARTITIONS, MAX_PRODUCER_ID_BLOCK};
+
+/// A partition, named by the topic's immutable id (never its name, which can be reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PartitionId {
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic_id, self.partition)
+    }
+}
+
+/// The whole replicated metadata state.
+///
+/// Deserializing rebuilds (and checks) the topic-id lookup, so a snapshot
+/// cannot smuggle in two topics with one id. Equality ignores that lookup: it
+/// is derived data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "StateFields")]
+pub struct MetadataState {
+    /// Topics by name.
+    pub topics: BTreeMap<String, Topic>,
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<i32, Broker>,
+    /// Objects that the index may name, by key.
+    pub objects: BTreeMap<String, ObjectMeta>,
+    /// Committed consumer-group offsets: group -> "topic/partition" is avoided;
+    /// a vector keeps JSON simple and order deterministic.
+    pub groups: BTreeMap<String, GroupOffsets>,
+    /// The next producer id to hand out.
+    pub next_producer_id: i64,
+    /// Index of the last applied command (the store's log position).
+    pub last_applied: u64,
+    /// Topic id -> topic name, so commits and fetches (which name partitions
+    /// by id) find their topic in O(log n). Maintained by [`apply`].
+    #[serde(skip)]
+    topic_names: BTreeMap<Uuid, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Bumped on every registration; fences an older incarnation.
+    pub epoch: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topic {
+    pub id: Uuid,
+    pub name: String,
+    /// Topic-level config overrides (`retention.ms`, `cleanup.policy`, ...).
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// First offset still readable (retention and DeleteRecords move it up).
+    pub log_start_offset: i64,
+    /// One past the last offset whose data is in a committed object.
+    pub committed_end: i64,
+    /// Object index: base offset -> entry. Entries are contiguous: each entry's
+    /// `base_offset` equals the previous entry's `end_offset`.
+    pub index: BTreeMap<i64, IndexEntry>,
+    /// Idempotent-producer state as of `committed_end`.
+    pub producers: BTreeMap<i64, ProducerSnapshot>,
+}
+
+/// Where a contiguous range of a partition's record batches lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub base_offset: i64,
+    /// Exclusive.
+    pub end_offset: i64,
+    pub leader_epoch: i32,
+    pub object_key: String,
+    pub byte_start: u64,
+    pub byte_len: u64,
+    /// Largest record timestamp in the range (for ListOffsets by time and retention.ms).
+    pub max_timestamp: i64,
+}
+
+/// The state of one idempotent producer on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerSnapshot {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Recent batches, oldest first (at most 5): (first sequence, last sequence, base offset).
+    pub batches: Vec<(i32, i32, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub created_ms: i64,
+    /// How many index entries name this object; 0 means it can be deleted.
+    pub live_entries: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupOffsets {
+    pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
+/// One partition's part of an uploaded object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexCommit {
+    pub partition: PartitionId,
+    pub entry: IndexEntry,
+    /// Producer state of this partition as of `entry.end_offset`.
+    pub producers: Vec<ProducerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        leader: i32,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: i32,
+        leader: i32,
+    },
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    /// Record an uploaded object and the index entries naming it, atomically.
+    CommitObject {
+        object: ObjectMeta,
+        entries: Vec<IndexCommit>,
+    },
+    /// Raise a partition's log start offset (DeleteRecords, retention).
+    /// Index entries wholly below it are dropped.
+    TrimPartition {
+        partition: PartitionId,
+        log_start_offset: i64,
+    },
+    /// Forget an object that no index entry names any more.
+    DeleteObject {
+        key: String,
+    },
+    CommitOffsets {
+        group: String,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    DeleteGroupOffsets {
+        group: String,
+        topic: String,
+        partitions: Vec<i32>,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
+}
+
+impl PartialEq for MetadataState {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let MetadataState {
+            topics,
+            brokers,
+            objects,
+            groups,
+            next_producer_id,
+            last_applied,
+            topic_names: _,
+        } = self;
+        *topics == other.topics
+            && *brokers == other.brokers
+            && *objects == other.objects
+            && *groups == other.groups
+            && *next_producer_id == other.next_producer_id
+            && *last_applied == other.last_applied
+    }
+}
+
+impl MetadataState {
+    /// The topic with this id, if it exists (ids are never reused, names can be).
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Topic> {
+        let name = self.topic_names.get(&id)?;
+        self.topics.get(name).filter(|topic| topic.id == id)
+    }
+
+    /// The partition, if its topic exists and has that many partitions.
+    pub fn partition(&self, id: PartitionId) -> Option<&Partition> {
+        let index = usize::try_from(id.partition).ok()?;
+        self.topic_by_id(id.topic_id)?.partitions.get(index)
+    }
+
+    /// The index entry holding `offset`, or `None` when the offset is not
+    /// readable from objects: below `log_start_offset` (trimmed), at or past
+    /// `committed_end` (not uploaded yet, or never written), or the partition
+    /// does not exist. The entry may start below `log_start_offset`; readers
+    /// skip the batches before it.
+    pub fn index_entry_at(&self, id: PartitionId, offset: i64) -> Option<&IndexEntry> {
+        let partition = self.partition(id)?;
+        if offset < partition.log_start_offset || offset >= partition.committed_end {
+            return None;
+        }
+        let (_, entry) = partition.index.range(..=offset).next_back()?;
+        (offset < entry.end_offset).then_some(entry)
+    }
+
+    /// The first index entry (in offset order) holding a record with a
+    /// timestamp at or after `timestamp`: where ListOffsets-by-time starts
+    /// scanning batches.
+    ///
+    /// Linear in the partition's entries: `max_timestamp` is not monotonic
+    /// across entries (producers choose timestamps), so no ordered lookup
+    /// applies. ListOffsets by time is rare enough for that to be fine.
+    pub fn offset_for_timestamp(&self, id: PartitionId, timestamp: i64) -> Option<&IndexEntry> {
+        self.partition(id)?
+            .index
+            .values()
+            .find(|entry| entry.max_timestamp >= timestamp)
+    }
+
+    /// The mutable partition; private so that only [`apply`] changes state.
+    fn partition_mut(&mut self, id: PartitionId) -> Option<&mut Partition> {
+        let index = usize::try_from(id.partition).ok()?;
+        let name = self.topic_names.get(&id.topic_id)?;
+        self.topics
+            .get_mut(name)
+            .filter(|topic| topic.id == id.topic_id)?
+            .partitions
+            .get_mut(index)
+    }
+}
+
+/// The serialized shape of [`MetadataState`]: every field but the derived
+/// topic-id lookup, which is rebuilt and checked on the way in.
+#[derive(Deserialize)]
+struct StateFields {
+    topics: BTreeMap<String, Topic>,
+    brokers: BTreeMap<i32, Broker>,
+    objects: BTreeMap<String, ObjectMeta>,
+    groups: BTreeMap<String, GroupOffsets>,
+    next_producer_id: i64,
+    last_applied: u64,
+}
+
+/// Why a serialized state was refused: its topics contradict each other.
+#[derive(Debug)]
+struct InconsistentState(String);
+
+impl fmt::Display for InconsistentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inconsistent metadata state: {}", self.0)
+    }
+}
+
+impl TryFrom<StateFields> for MetadataState {
+    type Error = InconsistentState;
+
+    fn try_from(fields: StateFields) -> Result<Self, Self::Error> {
+        let mut topic_names = BTreeMap::new();
+        for (name, topic) in &fields.topics {
+            if *name != topic.name {
+                return Err(InconsistentState(format!(
+                    "topic stored under {name:?} is named {:?}",
+                    topic.name
+                )));
+            }
+            if let Some(other) = topic_names.insert(topic.id, name.clone()) {
+                return Err(InconsistentState(format!(
+                    "topics {other:?} and {name:?} share the id {}",
+                    topic.id
+                )));
+            }
+        }
+        Ok(MetadataState {
+            topics: fields.topics,
+            brokers: fields.brokers,
+            objects: fields.objects,
+            groups: fields.groups,
+            next_producer_id: fields.next_producer_id,
+            last_applied: fields.last_applied,
+            topic_names,
+        })
+    }
+}
