@@ -157,6 +157,17 @@ impl ObjectIndex for Cluster {
     fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry> {
         self.read(|s| s.offset_for_timestamp(partition, ts).cloned())
     }
+
+    fn entry_with_max_timestamp(&self, partition: PartitionId) -> Option<IndexEntry> {
+        self.read(|s| {
+            let p = s.partition(partition)?;
+            p.index
+                .values()
+                .filter(|e| e.end_offset > p.log_start_offset)
+                .max_by_key(|e| e.max_timestamp)
+                .cloned()
+        })
+    }
 }
 
 /// Committed consumer-group offsets, kept by the controller.

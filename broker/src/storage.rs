@@ -66,6 +66,8 @@ pub trait ObjectIndex: Send + Sync + 'static {
     fn entry_at(&self, partition: PartitionId, offset: i64) -> Option<IndexEntry>;
     /// The first entry whose max timestamp reaches `ts`.
     fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry>;
+    /// The entry holding the partition's largest timestamp.
+    fn entry_with_max_timestamp(&self, partition: PartitionId) -> Option<IndexEntry>;
 }
 
 /// What the engine needs to open a partition.
@@ -475,7 +477,7 @@ impl Storage {
             .map_err(|e| ReadError::Objects(e.to_string()))
     }
 
-    /// First offset whose batch's max timestamp reaches `ts`, with that timestamp.
+    /// First offset whose record timestamp reaches `ts`, with that timestamp.
     pub async fn offset_for_timestamp(
         &self,
         id: PartitionId,
@@ -487,17 +489,56 @@ impl Storage {
             .await
             .map_err(|e| ReadError::Objects(e.to_string()))?;
         let log_start = p.lock().log_start;
+        let live = |h: &batch::BatchHeader| h.base_offset + h.offset_count() > log_start;
         if let Some(e) = entry {
             let chunk = self.load_chunk(&e).await?;
-            if let Some((h, _)) = batch::iter(&chunk).find(|(h, _)| {
-                h.max_timestamp >= ts && h.base_offset + h.offset_count() > log_start
-            }) {
-                return Ok(Some((h.base_offset.max(log_start), h.max_timestamp)));
+            if let Some((h, b)) =
+                batch::iter(&chunk).find(|(h, _)| h.max_timestamp >= ts && live(h))
+            {
+                return Ok(Some(clamp(
+                    record_at_or_after(&b, ts).unwrap_or((h.base_offset, h.max_timestamp)),
+                    log_start,
+                )));
             }
         }
         let s = p.lock();
-        Ok(s.tail_offset_for_timestamp(ts)
-            .map(|(o, t)| (o.max(log_start), t)))
+        let found = s
+            .tail
+            .iter()
+            .filter(|b| b.end <= s.durable_end && live(&b.header))
+            .find(|b| b.max_timestamp >= ts)
+            .map(|b| record_at_or_after(&b.bytes, ts).unwrap_or((b.base, b.max_timestamp)));
+        Ok(found.map(|f| clamp(f, log_start)))
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp.
+    pub async fn max_timestamp(&self, id: PartitionId) -> Result<Option<(i64, i64)>, ReadError> {
+        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
+        let index = self.index.clone();
+        let entry = tokio::task::spawn_blocking(move || index.entry_with_max_timestamp(id))
+            .await
+            .map_err(|e| ReadError::Objects(e.to_string()))?;
+        let tail_best = {
+            let s = p.lock();
+            s.tail
+                .iter()
+                .filter(|b| b.end <= s.durable_end && b.end > s.committed_end)
+                .max_by_key(|b| b.max_timestamp)
+                .map(|b| (b.max_timestamp, b.bytes.clone()))
+        };
+        let mut best: Option<(i64, Bytes)> = tail_best;
+        if let Some(e) = entry {
+            if best.as_ref().is_none_or(|(ts, _)| e.max_timestamp > *ts) {
+                let chunk = self.load_chunk(&e).await?;
+                if let Some((h, b)) = batch::iter(&chunk).max_by_key(|(h, _)| h.max_timestamp) {
+                    best = Some((h.max_timestamp, b));
+                }
+            }
+        }
+        Ok(best.and_then(|(ts, b)| {
+            let h = batch::parse_header(&b).ok()?;
+            Some(record_at_or_after(&b, ts).unwrap_or((h.last_offset(), ts)))
+        }))
     }
 
     /// Raise a partition's log start offset (after the controller committed it).
@@ -541,6 +582,26 @@ impl Storage {
         self.shutting_down.store(true, Ordering::Relaxed);
         self.flush().await;
     }
+}
+
+fn clamp((offset, ts): (i64, i64), log_start: i64) -> (i64, i64) {
+    (offset.max(log_start), ts)
+}
+
+/// Decode a batch's records (decompressing if needed) and find the first
+/// whose timestamp reaches `ts`. `None` if the batch cannot be decoded.
+fn record_at_or_after(batch_bytes: &Bytes, ts: i64) -> Option<(i64, i64)> {
+    let h = batch::parse_header(batch_bytes).ok()?;
+    // Refuse absurd counts before the decoder allocates for them.
+    if h.record_count < 0 || h.record_count > 1_000_000 {
+        return None;
+    }
+    let mut buf = batch_bytes.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// Re-apply WAL records above each partition's committed end. Returns the

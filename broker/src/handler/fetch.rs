@@ -128,6 +128,7 @@ pub async fn fetch(b: &Broker, req: FetchRequest, _version: i16) -> FetchRespons
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn list_offsets(
     b: &Broker,
@@ -167,8 +168,18 @@ pub async fn list_offsets(
                                 pr.error_code = code(ResponseError::KafkaStorageError);
                             }
                         },
-                        // -3 (max timestamp) and other specials are not supported yet.
-                        _ => pr.error_code = code(ResponseError::UnsupportedVersion),
+                        MAX_TIMESTAMP => match b.storage.max_timestamp(id).await {
+                            Ok(Some((offset, ts))) => {
+                                pr.offset = offset;
+                                pr.timestamp = ts;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "max timestamp lookup failed");
+                                pr.error_code = code(ResponseError::KafkaStorageError);
+                            }
+                        },
+                        _ => pr.error_code = code(ResponseError::InvalidRequest),
                     }
                 }
             }

@@ -257,15 +257,6 @@ impl PartitionState {
             }
         }
     }
-
-    /// First tail batch whose max timestamp reaches `ts`.
-    pub fn tail_offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
-        self.tail
-            .iter()
-            .filter(|b| b.end <= self.durable_end)
-            .find(|b| b.max_timestamp >= ts)
-            .map(|b| (b.base, b.max_timestamp))
-    }
 }
 
 #[cfg(test)]

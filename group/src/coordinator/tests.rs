@@ -72,7 +72,11 @@ fn join_req(group: &str, member_id: &str, topics: &[&str]) -> JoinGroupRequest {
     req
 }
 
-fn spawn_join(c: &GroupCoordinator, req: JoinGroupRequest, version: i16) -> JoinHandle<JoinGroupResponse> {
+fn spawn_join(
+    c: &GroupCoordinator,
+    req: JoinGroupRequest,
+    version: i16,
+) -> JoinHandle<JoinGroupResponse> {
     let c = c.clone();
     tokio::spawn(async move {
         let resp = c.join_group(req, version, &client()).await;
@@ -81,7 +85,12 @@ fn spawn_join(c: &GroupCoordinator, req: JoinGroupRequest, version: i16) -> Join
     })
 }
 
-fn sync_req(group: &str, member_id: &str, generation: i32, assignments: &[(&str, &[u8])]) -> SyncGroupRequest {
+fn sync_req(
+    group: &str,
+    member_id: &str,
+    generation: i32,
+    assignments: &[(&str, &[u8])],
+) -> SyncGroupRequest {
     let mut req = SyncGroupRequest::default();
     req.group_id = GroupId(str_bytes(group));
     req.generation_id = generation;
@@ -98,7 +107,11 @@ fn sync_req(group: &str, member_id: &str, generation: i32, assignments: &[(&str,
     req
 }
 
-fn spawn_sync(c: &GroupCoordinator, req: SyncGroupRequest, version: i16) -> JoinHandle<SyncGroupResponse> {
+fn spawn_sync(
+    c: &GroupCoordinator,
+    req: SyncGroupRequest,
+    version: i16,
+) -> JoinHandle<SyncGroupResponse> {
     let c = c.clone();
     tokio::spawn(async move {
         let resp = c.sync_group(req, version).await;
@@ -117,6 +130,25 @@ async fn heartbeat(c: &GroupCoordinator, group: &str, member_id: &str, generatio
     resp.error_code
 }
 
+/// The v4+ JoinGroup dance: fetch a member id, then join with it.
+fn spawn_member_id_then_join(
+    c: &GroupCoordinator,
+    group: &str,
+    version: i16,
+) -> JoinHandle<JoinGroupResponse> {
+    let (c, group) = (c.clone(), group.to_owned());
+    tokio::spawn(async move {
+        let first = c
+            .join_group(join_req(&group, "", &["orders"]), version, &client())
+            .await;
+        assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
+        let req = join_req(&group, first.member_id.as_str(), &["orders"]);
+        let resp = c.join_group(req, version, &client()).await;
+        encodes(&resp, version);
+        resp
+    })
+}
+
 async fn joined(handle: JoinHandle<JoinGroupResponse>) -> JoinGroupResponse {
     handle.await.expect("join task")
 }
@@ -128,7 +160,11 @@ async fn stable_pair(c: &GroupCoordinator, group: &str) -> (String, String) {
     let b = spawn_join(c, join_req(group, "", &["orders"]), 3);
     let (a, b) = (joined(a).await, joined(b).await);
     assert_eq!((a.error_code, b.error_code), (0, 0));
-    let (leader, follower) = if a.member_id == a.leader { (a, b) } else { (b, a) };
+    let (leader, follower) = if a.member_id == a.leader {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let (leader, follower) = (leader.member_id.to_string(), follower.member_id.to_string());
     let f = spawn_sync(c, sync_req(group, &follower, 1, &[]), 3);
     let l = spawn_sync(
@@ -145,8 +181,8 @@ async fn stable_pair(c: &GroupCoordinator, group: &str) -> (String, String) {
 async fn two_members_share_a_generation_and_get_their_own_assignments() {
     let (c, _) = coordinator();
     let started = tokio::time::Instant::now();
-    let a = spawn_join(&c, join_req("g", "", &["orders"]), 7);
-    let b = spawn_join(&c, join_req("g", "", &["orders"]), 7);
+    let a = spawn_member_id_then_join(&c, "g", 7);
+    let b = spawn_member_id_then_join(&c, "g", 7);
     let (a, b) = (joined(a).await, joined(b).await);
     // The second joiner extended the 300 ms initial delay once.
     assert_eq!(started.elapsed(), Duration::from_millis(600));
@@ -156,9 +192,16 @@ async fn two_members_share_a_generation_and_get_their_own_assignments() {
     assert!(a.member_id.starts_with("rdkafka-"), "{:?}", a.member_id);
     assert_eq!(a.protocol_type.as_deref(), Some("consumer"));
     assert_eq!(a.protocol_name.as_deref(), Some("range"));
-    let (leader, follower) = if a.member_id == a.leader { (a, b) } else { (b, a) };
+    let (leader, follower) = if a.member_id == a.leader {
+        (a, b)
+    } else {
+        (b, a)
+    };
     assert_eq!(leader.members.len(), 2);
-    assert_eq!(leader.members[0].metadata, encode_subscription(&["orders"], 1));
+    assert_eq!(
+        leader.members[0].metadata,
+        encode_subscription(&["orders"], 1)
+    );
     assert!(follower.members.is_empty());
 
     let f = spawn_sync(&c, sync_req("g", &follower.member_id, 1, &[]), 5);
@@ -217,7 +260,10 @@ async fn a_third_member_makes_the_others_rejoin_into_the_next_generation() {
     let l = spawn_join(&c, join_req("g", &leader, &["orders"]), 3);
     let f = spawn_join(&c, join_req("g", &follower, &["orders"]), 3);
     let (l, f, t) = (joined(l).await, joined(f).await, joined(third).await);
-    assert_eq!((l.generation_id, f.generation_id, t.generation_id), (2, 2, 2));
+    assert_eq!(
+        (l.generation_id, f.generation_id, t.generation_id),
+        (2, 2, 2)
+    );
     assert_eq!(l.leader.as_str(), leader);
     assert_eq!(l.members.len(), 3);
     assert!(f.members.is_empty() && t.members.is_empty());
@@ -291,10 +337,18 @@ async fn new_members_must_fetch_their_id_from_v4() {
         assert!(first.member_id.starts_with("rdkafka-"));
         assert_eq!(first.generation_id, -1);
         let member_id = first.member_id.to_string();
-        let again = joined(spawn_join(&c, join_req(&group, &member_id, &["orders"]), version)).await;
+        let again = joined(spawn_join(
+            &c,
+            join_req(&group, &member_id, &["orders"]),
+            version,
+        ))
+        .await;
         assert_eq!(again.error_code, 0);
         assert_eq!(again.member_id.as_str(), member_id);
-        assert_eq!((again.generation_id, again.leader.as_str()), (1, member_id.as_str()));
+        assert_eq!(
+            (again.generation_id, again.leader.as_str()),
+            (1, member_id.as_str())
+        );
         assert_eq!(again.members.len(), 1);
     }
     // Below v4 the id comes with the first answer, and v0 has no rebalance
@@ -317,7 +371,10 @@ async fn empty_group_ids_and_bad_protocols_are_refused() {
     let mut no_protocols = join_req("g", "", &["orders"]);
     no_protocols.protocols.clear();
     let resp = joined(spawn_join(&c, no_protocols, 3)).await;
-    assert_eq!(resp.error_code, code(ResponseError::InconsistentGroupProtocol));
+    assert_eq!(
+        resp.error_code,
+        code(ResponseError::InconsistentGroupProtocol)
+    );
     let mut too_short = join_req("g", "", &["orders"]);
     too_short.session_timeout_ms = 10;
     let resp = joined(spawn_join(&c, too_short, 3)).await;
@@ -336,7 +393,10 @@ async fn an_idle_empty_group_is_forgotten_and_can_form_again() {
     }
     assert_eq!(c.handles().len(), 1);
     sleep(Duration::from_secs(61)).await;
-    assert!(c.handles().is_empty(), "retired after empty_group_retention");
+    assert!(
+        c.handles().is_empty(),
+        "retired after empty_group_retention"
+    );
     let again = joined(spawn_join(&c, join_req("g", "", &["orders"]), 3)).await;
     assert_eq!((again.error_code, again.generation_id), (0, 1));
 }

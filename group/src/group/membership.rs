@@ -40,7 +40,7 @@ impl Group {
             m.last_heartbeat = now;
         }
         match self.state {
-            GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            GroupState::Dead => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
     }

@@ -5,6 +5,7 @@ use kafka_protocol::messages::{
 };
 
 use super::*;
+use crate::store::OffsetStore;
 
 async fn list(c: &GroupCoordinator, version: i16, states: &[&str]) -> ListGroupsResponse {
     let mut req = ListGroupsRequest::default();
@@ -40,7 +41,8 @@ async fn delete(c: &GroupCoordinator, groups: &[&str]) -> Vec<i16> {
 async fn simple_commit(c: &GroupCoordinator, group: &str) {
     let mut req = kafka_protocol::messages::OffsetCommitRequest::default();
     req.group_id = GroupId(str_bytes(group));
-    let mut topic = kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default();
+    let mut topic =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default();
     topic.name = kafka_protocol::messages::TopicName(str_bytes("orders"));
     topic.partitions = vec![Default::default()];
     req.topics = vec![topic];
@@ -71,7 +73,11 @@ async fn list_and_describe_show_live_and_offset_only_groups() {
     assert_eq!(
         listed(&all),
         vec![
-            ("live".to_owned(), "Stable".to_owned(), "consumer".to_owned()),
+            (
+                "live".to_owned(),
+                "Stable".to_owned(),
+                "consumer".to_owned()
+            ),
             ("restored".to_owned(), "Empty".to_owned(), String::new()),
         ]
     );
@@ -92,7 +98,11 @@ async fn list_and_describe_show_live_and_offset_only_groups() {
     encodes(&resp, 5);
     let live = &resp.groups[0];
     assert_eq!(
-        (live.error_code, live.group_state.as_str(), live.protocol_type.as_str()),
+        (
+            live.error_code,
+            live.group_state.as_str(),
+            live.protocol_type.as_str()
+        ),
         (0, "Stable", "consumer")
     );
     assert_eq!(live.protocol_data.as_str(), "range");
@@ -112,12 +122,18 @@ async fn list_and_describe_show_live_and_offset_only_groups() {
     assert_eq!(live.members[0].client_host.as_str(), "/10.0.0.7");
     assert_eq!(resp.groups[1].group_state.as_str(), "Empty");
     assert_eq!(
-        (resp.groups[2].error_code, resp.groups[2].group_state.as_str()),
+        (
+            resp.groups[2].error_code,
+            resp.groups[2].group_state.as_str()
+        ),
         (0, "Dead")
     );
     let v6 = c.describe_groups(req, 6).await;
     encodes(&v6, 6);
-    assert_eq!(v6.groups[2].error_code, code(ResponseError::GroupIdNotFound));
+    assert_eq!(
+        v6.groups[2].error_code,
+        code(ResponseError::GroupIdNotFound)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,7 +149,11 @@ async fn only_groups_without_members_can_be_deleted() {
             code(ResponseError::GroupIdNotFound)
         ]
     );
-    assert_eq!(listed(&list(&c, 4, &[]).await).len(), 1, "offsets-only is gone");
+    assert_eq!(
+        listed(&list(&c, 4, &[]).await).len(),
+        1,
+        "offsets-only is gone"
+    );
 
     let mut leave = LeaveGroupRequest::default();
     leave.group_id = GroupId(str_bytes("live"));
@@ -149,7 +169,10 @@ async fn only_groups_without_members_can_be_deleted() {
     simple_commit(&c, "live").await;
     assert_eq!(delete(&c, &["live"]).await, vec![0]);
     assert!(listed(&list(&c, 4, &[]).await).is_empty());
-    assert_eq!(delete(&c, &["live"]).await, vec![code(ResponseError::GroupIdNotFound)]);
+    assert_eq!(
+        delete(&c, &["live"]).await,
+        vec![code(ResponseError::GroupIdNotFound)]
+    );
     // The group can form again from scratch.
     let again = joined(spawn_join(&c, join_req("live", "", &["orders"]), 3)).await;
     assert_eq!((again.error_code, again.generation_id), (0, 1));

@@ -69,15 +69,29 @@ fn flat_v7(resp: &OffsetFetchResponse) -> Vec<(String, i32, i64, i32, String)> {
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(|p| {
-                let metadata = p.metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+                let metadata = p
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
                 let topic = t.name.to_string();
-                (topic, p.partition_index, p.committed_offset, p.committed_leader_epoch, metadata)
+                (
+                    topic,
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    metadata,
+                )
             })
         })
         .collect()
 }
 
-async fn fetch_v7(c: &GroupCoordinator, group: &str, topics: Option<&[(&str, &[i32])]>) -> OffsetFetchResponse {
+async fn fetch_v7(
+    c: &GroupCoordinator,
+    group: &str,
+    topics: Option<&[(&str, &[i32])]>,
+) -> OffsetFetchResponse {
     let mut req = OffsetFetchRequest::default();
     req.group_id = GroupId(str_bytes(group));
     req.topics = topics.map(|topics| {
@@ -100,15 +114,35 @@ async fn fetch_v7(c: &GroupCoordinator, group: &str, topics: Option<&[(&str, &[i
 async fn commits_are_guarded_by_the_generation_and_fetch_round_trips() {
     let (c, _) = coordinator();
     let (leader, follower) = stable_pair(&c, "g").await;
-    let ok = commit(&c, 8, "g", &leader, 1, &[("orders", 0, 42), ("orders", 1, 7)]).await;
+    let ok = commit(
+        &c,
+        8,
+        "g",
+        &leader,
+        1,
+        &[("orders", 0, 42), ("orders", 1, 7)],
+    )
+    .await;
     assert_eq!(ok, vec![0, 0]);
     let stale = commit(&c, 8, "g", &follower, 0, &[("orders", 0, 1)]).await;
     assert_eq!(stale, vec![code(ResponseError::IllegalGeneration)]);
     let stranger = commit(&c, 8, "g", "stranger", 1, &[("orders", 0, 1)]).await;
     assert_eq!(stranger, vec![code(ResponseError::UnknownMemberId)]);
     let simple = commit(&c, 2, "g", "", -1, &[("orders", 0, 1)]).await;
-    assert_eq!(simple, vec![code(ResponseError::UnknownMemberId)], "group is active");
-    let mixed = commit(&c, 8, "g", &follower, 1, &[("orders", 2, 9), ("nope", 0, 1)]).await;
+    assert_eq!(
+        simple,
+        vec![code(ResponseError::UnknownMemberId)],
+        "group is active"
+    );
+    let mixed = commit(
+        &c,
+        8,
+        "g",
+        &follower,
+        1,
+        &[("orders", 2, 9), ("nope", 0, 1)],
+    )
+    .await;
     assert_eq!(mixed, vec![0, code(ResponseError::UnknownTopicOrPartition)]);
 
     let resp = fetch_v7(&c, "g", Some(&[("orders", &[0, 2, 5])])).await;
@@ -129,7 +163,10 @@ async fn commits_are_guarded_by_the_generation_and_fetch_round_trips() {
     // members may still commit.
     let third = spawn_join(&c, join_req("g", "", &["orders"]), 3);
     sleep(Duration::from_millis(10)).await;
-    assert_eq!(commit(&c, 8, "g", &leader, 1, &[("orders", 0, 43)]).await, vec![0]);
+    assert_eq!(
+        commit(&c, 8, "g", &leader, 1, &[("orders", 0, 43)]).await,
+        vec![0]
+    );
     let l = spawn_join(&c, join_req("g", &leader, &["orders"]), 3);
     let f = spawn_join(&c, join_req("g", &follower, &["orders"]), 3);
     let _ = (joined(l).await, joined(f).await, joined(third).await);
@@ -142,7 +179,10 @@ async fn commits_are_guarded_by_the_generation_and_fetch_round_trips() {
 #[tokio::test(start_paused = true)]
 async fn simple_commits_need_no_membership_and_v8_fetches_several_groups() {
     let (c, store) = coordinator();
-    assert_eq!(commit(&c, 2, "solo", "", -1, &[("payments", 3, 100)]).await, vec![0]);
+    assert_eq!(
+        commit(&c, 2, "solo", "", -1, &[("payments", 3, 100)]).await,
+        vec![0]
+    );
     // A generation for a group nobody joined: Kafka says ILLEGAL_GENERATION.
     assert_eq!(
         commit(&c, 8, "ghost", "m", 5, &[("payments", 0, 1)]).await,
@@ -180,7 +220,11 @@ async fn simple_commits_need_no_membership_and_v8_fetches_several_groups() {
     assert_eq!((solo.group_id.as_str(), solo.error_code), ("solo", 0));
     assert_eq!(solo.topics.len(), 1);
     let p = &solo.topics[0].partitions[0];
-    assert_eq!((p.partition_index, p.committed_offset), (3, 100), "failed write left no trace");
+    assert_eq!(
+        (p.partition_index, p.committed_offset),
+        (3, 100),
+        "failed write left no trace"
+    );
     let unknown = &resp.groups[1].topics[0].partitions[0];
     assert_eq!((unknown.partition_index, unknown.committed_offset), (3, -1));
 
@@ -217,11 +261,18 @@ async fn offset_delete_keeps_what_an_active_group_consumes() {
     assert_eq!(commit(&c, 8, "g", &leader, 1, &offsets).await, vec![0, 0]);
 
     let resp = c
-        .offset_delete(delete_req("g", &[("orders", 0), ("payments", 0), ("nope", 0)]), 0)
+        .offset_delete(
+            delete_req("g", &[("orders", 0), ("payments", 0), ("nope", 0)]),
+            0,
+        )
         .await;
     encodes(&resp, 0);
     assert_eq!(resp.error_code, 0);
-    let codes: Vec<i16> = resp.topics.iter().map(|t| t.partitions[0].error_code).collect();
+    let codes: Vec<i16> = resp
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
     assert_eq!(
         codes,
         vec![
@@ -236,6 +287,8 @@ async fn offset_delete_keeps_what_an_active_group_consumes() {
         .collect();
     assert_eq!(left, vec!["orders".to_owned()]);
 
-    let resp = c.offset_delete(delete_req("unknown", &[("orders", 0)]), 0).await;
+    let resp = c
+        .offset_delete(delete_req("unknown", &[("orders", 0)]), 0)
+        .await;
     assert_eq!(resp.error_code, code(ResponseError::GroupIdNotFound));
 }
