@@ -40,7 +40,7 @@ impl Group {
             m.last_heartbeat = now;
         }
         match self.state {
-            GroupState::Dead => Err(ResponseError::RebalanceInProgress),
+            GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
     }
