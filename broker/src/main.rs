@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 use floe_broker::local::{LocalArgs, LocalNode};
 
+#[global_allocator]
+static ALLOC: floe_broker::alloc::LazyHugeAlloc = floe_broker::alloc::LazyHugeAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "floe",

@@ -34,6 +34,13 @@ pub enum ObjectsError {
         key: String,
         source: object_store::Error,
     },
+    #[error("object store returned {got} bytes for {key} range {start}..{end} (a truncated response; it is not cached and the next read retries)")]
+    ShortRead {
+        key: String,
+        start: u64,
+        end: u64,
+        got: usize,
+    },
 }
 
 /// Request counters by purpose (exported as metrics later).
@@ -79,29 +86,11 @@ impl Objects {
                 )
             } else if let Some(rest) = url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(object_store::RetryConfig {
-                        backoff: object_store::BackoffConfig::default(),
-                        max_retries: 10,
-                        retry_timeout: Duration::from_secs(60),
-                    });
-                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-                    b = b
-                        .with_endpoint(endpoint.clone())
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
-                }
-                if std::env::var("AWS_REGION").is_err()
-                    && std::env::var("AWS_DEFAULT_REGION").is_err()
-                {
-                    b = b.with_region("us-east-1");
-                }
-                let s3 = b.build().map_err(|source| ObjectsError::Configure {
-                    url: url.to_owned(),
-                    source,
-                })?;
-                (Arc::new(s3), prefix.trim_matches('/').to_owned())
+                let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+                let mut objects =
+                    Objects::s3(bucket, prefix, endpoint.as_deref(), None, None, None)?;
+                objects.description = url.to_owned();
+                return Ok(objects);
             } else {
                 return Err(ObjectsError::UnsupportedUrl {
                     url: url.to_owned(),
@@ -112,6 +101,61 @@ impl Objects {
             prefix: Path::from(prefix),
             stats: Arc::new(ObjectStats::default()),
             description: url.to_owned(),
+        })
+    }
+
+    /// An S3 (or S3-compatible) bucket. Settings not given here come from the
+    /// standard `AWS_*` variables; an `endpoint` (MinIO, moto, ...) switches to
+    /// path-style requests and allows `http://`. The region defaults to
+    /// `us-east-1` when neither the argument nor `AWS_REGION` /
+    /// `AWS_DEFAULT_REGION` sets one.
+    pub fn s3(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        access_key: Option<&str>,
+        secret_key: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Objects, ObjectsError> {
+        let prefix = prefix.trim_matches('/');
+        let url = format!("s3://{bucket}/{prefix}");
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: 10,
+                retry_timeout: Duration::from_secs(60),
+            });
+        if let Some(endpoint) = endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(key) = access_key {
+            b = b.with_access_key_id(key);
+        }
+        if let Some(secret) = secret_key {
+            b = b.with_secret_access_key(secret);
+        }
+        match region {
+            Some(region) => b = b.with_region(region),
+            None if std::env::var("AWS_REGION").is_err()
+                && std::env::var("AWS_DEFAULT_REGION").is_err() =>
+            {
+                b = b.with_region("us-east-1")
+            }
+            None => {}
+        }
+        let s3 = b.build().map_err(|source| ObjectsError::Configure {
+            url: url.clone(),
+            source,
+        })?;
+        Ok(Objects {
+            store: Arc::new(s3),
+            prefix: Path::from(prefix),
+            stats: Arc::new(ObjectStats::default()),
+            description: url,
         })
     }
 
@@ -133,7 +177,9 @@ impl Objects {
         if self.prefix.as_ref().is_empty() {
             Path::from(key)
         } else {
-            self.prefix.clone().join(key)
+            // Not `join`: it appends one segment and would encode the key's
+            // `/` as `%2F`, hiding every object from prefix listings.
+            Path::from(format!("{}/{key}", self.prefix.as_ref()))
         }
     }
 
@@ -164,6 +210,8 @@ impl Objects {
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectsError> {
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let (start, end) = (range.start, range.end);
+        let range_len = end.saturating_sub(start);
         let bytes = self
             .store
             .get_range(&self.path(key), range)
@@ -173,6 +221,15 @@ impl Objects {
                 key: key.to_owned(),
                 source,
             })?;
+        // Never hand back (or let the cache keep) a short body as if it were the range.
+        if bytes.len() as u64 != range_len {
+            return Err(ObjectsError::ShortRead {
+                key: key.to_owned(),
+                start,
+                end,
+                got: bytes.len(),
+            });
+        }
         self.stats
             .get_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -1,0 +1,594 @@
+//! `floe-bench`: measures the storage engine on this machine and prints one
+//! line of JSON to stdout (logs go to stderr). See `docs/benchmarks.md`.
+//!
+//! Phases, all under one scratch directory on the filesystem being measured:
+//! 1. raw write + `fdatasync` of `--raw-write-bytes` (the floor any durable
+//!    append pays);
+//! 2. `volume` mode: concurrent appenders, ack latency, PUTs per GB; then
+//!    tail reads of just-appended data, then catch-up reads of everything
+//!    through a freshly opened engine with no hot tail and a cold cache, so
+//!    every byte comes from object range reads;
+//! 3. `object` mode: the same append measurements.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use floe_broker::cluster::Cluster;
+use floe_broker::storage::objects::Objects;
+use floe_broker::storage::{Storage, StorageConfig, WalMode};
+use floe_controller::model::{Command, PartitionId};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ObjectsKind {
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Volume,
+    Object,
+    All,
+}
+
+/// Storage-engine benchmark: durable append throughput and latency, PUTs per
+/// GB, tail and catch-up read throughput.
+#[derive(Debug, Parser)]
+#[command(name = "floe-bench", version)]
+struct Args {
+    /// Which WAL mode(s) to measure (reads run with `volume`).
+    #[arg(long, env = "FLOE_BENCH_MODE", value_enum, default_value = "all")]
+    mode: Mode,
+    /// Seconds of appending per mode.
+    #[arg(long, env = "FLOE_BENCH_DURATION_SECS", default_value_t = 10.0)]
+    duration_secs: f64,
+    /// Stop appending earlier once this many GB were appended (per mode).
+    #[arg(long, env = "FLOE_BENCH_MAX_GB", default_value_t = 4.0)]
+    max_gb: f64,
+    /// Concurrent appenders in `volume` mode (each waits for its ack).
+    #[arg(long, env = "FLOE_BENCH_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Concurrent appenders in `object` mode (default: --concurrency).
+    #[arg(long, env = "FLOE_BENCH_OBJECT_CONCURRENCY")]
+    object_concurrency: Option<usize>,
+    /// Partitions the appenders spread over.
+    #[arg(long, env = "FLOE_BENCH_PARTITIONS", default_value_t = 16)]
+    partitions: i32,
+    /// Approximate size of each appended record batch.
+    #[arg(long, env = "FLOE_BENCH_BATCH_BYTES", default_value_t = 16 << 10)]
+    batch_bytes: usize,
+    /// Value size of each record in a batch.
+    #[arg(long, env = "FLOE_BENCH_RECORD_BYTES", default_value_t = 1024)]
+    record_bytes: usize,
+    /// Size of each write in the raw fsync baseline.
+    #[arg(long, env = "FLOE_BENCH_RAW_WRITE_BYTES", default_value_t = 64 << 10)]
+    raw_write_bytes: usize,
+    /// Seconds of raw write + fdatasync.
+    #[arg(long, env = "FLOE_BENCH_RAW_SECS", default_value_t = 3.0)]
+    raw_secs: f64,
+    /// Seconds of single-appender `volume` appends (latency without queueing); 0 skips.
+    #[arg(long, env = "FLOE_BENCH_PROBE_SECS", default_value_t = 3.0)]
+    probe_secs: f64,
+    /// Seconds of tail reads.
+    #[arg(long, env = "FLOE_BENCH_READ_SECS", default_value_t = 3.0)]
+    read_secs: f64,
+    /// Upload once this many bytes are pending (as `floe local --upload-bytes`).
+    #[arg(long, env = "FLOE_BENCH_UPLOAD_BYTES", default_value_t = 32 << 20)]
+    upload_bytes: usize,
+    /// Upload interval in ms (default as `floe local`: 1000 volume, 100 object).
+    #[arg(long, env = "FLOE_BENCH_UPLOAD_INTERVAL_MS")]
+    upload_interval_ms: Option<u64>,
+    /// Hot tail per partition during the append phases.
+    #[arg(long, env = "FLOE_BENCH_HOT_TAIL_BYTES", default_value_t = 8 << 20)]
+    hot_tail_bytes: usize,
+    /// Block cache for the catch-up phase.
+    #[arg(long, env = "FLOE_BENCH_CACHE_BYTES", default_value_t = 256 << 20)]
+    cache_bytes: usize,
+    /// max_bytes of each read call.
+    #[arg(long, env = "FLOE_BENCH_READ_MAX_BYTES", default_value_t = 1 << 20)]
+    read_max_bytes: usize,
+    /// Object store: `file` (a directory beside the WAL: same disk) or `memory`
+    /// (no object I/O on the disk, isolating the WAL).
+    #[arg(long, env = "FLOE_BENCH_OBJECTS", value_enum, default_value = "file")]
+    objects: ObjectsKind,
+    /// Parent of the scratch directory (must be on the filesystem to measure).
+    #[arg(long, env = "FLOE_BENCH_DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the scratch directory afterwards.
+    #[arg(long, env = "FLOE_BENCH_KEEP", default_value_t = false)]
+    keep: bool,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            self.object_concurrency != Some(0),
+            "--object-concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.partitions),
+            "--partitions must be between 1 and 10000"
+        );
+        anyhow::ensure!(
+            self.batch_bytes >= 128 && self.batch_bytes <= 64 << 20,
+            "--batch-bytes must be between 128 B and 64 MiB"
+        );
+        anyhow::ensure!(self.record_bytes > 0, "--record-bytes must be at least 1");
+        anyhow::ensure!(
+            self.duration_secs > 0.0 && self.max_gb > 0.0,
+            "--duration-secs and --max-gb must be positive"
+        );
+        anyhow::ensure!(
+            self.raw_write_bytes > 0,
+            "--raw-write-bytes must be positive"
+        );
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Latency {
+    samples: usize,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+impl Latency {
+    fn from(mut us: Vec<u64>) -> Latency {
+        us.sort_unstable();
+        let at = |q: f64| {
+            us.get(((us.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        Latency {
+            samples: us.len(),
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: us.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RawFsync {
+    write_bytes: usize,
+    #[serde(flatten)]
+    latency: Latency,
+    mb_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct AppendResult {
+    concurrency: usize,
+    seconds: f64,
+    bytes: u64,
+    append_mb_s: f64,
+    ack: Latency,
+    puts: u64,
+    put_mb: f64,
+    puts_per_gb: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ReadResult {
+    seconds: f64,
+    bytes: u64,
+    mb_s: f64,
+    gets: u64,
+    get_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cores: usize,
+    dir: String,
+    objects: ObjectsKind,
+    partitions: i32,
+    batch_bytes: usize,
+    raw_fsync: RawFsync,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_probe: Option<AppendResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<AppendResult>,
+    /// volume ack p99 minus raw fdatasync p99 (same run), and their ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_broker_added_p99_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_p99_over_fsync_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_broker_added_p99_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail_read: Option<ReadResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catchup_read: Option<ReadResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<AppendResult>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    args.validate()?;
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = parent.join(format!("floe-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create scratch directory {}", scratch.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(&args, &scratch));
+    drop(runtime);
+    if !args.keep {
+        if let Err(e) = std::fs::remove_dir_all(&scratch) {
+            eprintln!("cannot remove {}: {e}", scratch.display());
+        }
+    }
+    let report = result?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
+    eprintln!("raw write+fdatasync baseline in {}", scratch.display());
+    let raw_dir = scratch.to_owned();
+    let (bytes, secs) = (args.raw_write_bytes, args.raw_secs);
+    let raw_fsync = tokio::task::spawn_blocking(move || raw_fsync(&raw_dir, bytes, secs)).await??;
+    let mut report = Report {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        dir: scratch.display().to_string(),
+        objects: args.objects,
+        partitions: args.partitions,
+        batch_bytes: batch(args.batch_bytes, args.record_bytes).len(),
+        raw_fsync,
+        volume_probe: None,
+        volume: None,
+        volume_broker_added_p99_us: None,
+        volume_p99_over_fsync_p99: None,
+        probe_broker_added_p99_us: None,
+        tail_read: None,
+        catchup_read: None,
+        object: None,
+    };
+    let fsync_p99 = report.raw_fsync.latency.p99_us;
+    if matches!(args.mode, Mode::Volume | Mode::All) {
+        if args.probe_secs > 0.0 {
+            eprintln!("volume mode, 1 appender, {} s", args.probe_secs);
+            let engine = Engine::open(args, &scratch.join("probe"), WalMode::Volume, None).await?;
+            let r = engine.append_phase(args, 1, args.probe_secs).await?;
+            report.probe_broker_added_p99_us = Some(r.ack.p99_us as i64 - fsync_p99 as i64);
+            report.volume_probe = Some(r);
+            engine.close().await;
+        }
+        eprintln!("volume mode, {} appenders", args.concurrency);
+        let dir = scratch.join("volume");
+        let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
+        let r = engine
+            .append_phase(args, args.concurrency, args.duration_secs)
+            .await?;
+        report.volume_broker_added_p99_us = Some(r.ack.p99_us as i64 - fsync_p99 as i64);
+        report.volume_p99_over_fsync_p99 = Some(r.ack.p99_us as f64 / fsync_p99.max(1) as f64);
+        report.volume = Some(r);
+        eprintln!("tail reads");
+        report.tail_read = Some(engine.tail_phase(args).await?);
+        let reuse = (engine.cluster.clone(), engine.objects.clone());
+        engine.close().await;
+        eprintln!("catch-up reads through objects");
+        // Object mode: no WAL to share with the closed engine; reads are the same.
+        let engine = Engine::open(args, &dir, WalMode::Object, Some(reuse)).await?;
+        report.catchup_read = Some(engine.catchup_phase(args).await?);
+        engine.close().await;
+    }
+    if matches!(args.mode, Mode::Object | Mode::All) {
+        let concurrency = args.object_concurrency.unwrap_or(args.concurrency);
+        eprintln!("object mode, {concurrency} appenders");
+        let engine = Engine::open(args, &scratch.join("object"), WalMode::Object, None).await?;
+        report.object = Some(
+            engine
+                .append_phase(args, concurrency, args.duration_secs)
+                .await?,
+        );
+        engine.close().await;
+    }
+    Ok(report)
+}
+
+/// Append-and-fdatasync to one file, as the WAL does with one group.
+fn raw_fsync(dir: &Path, write_bytes: usize, secs: f64) -> anyhow::Result<RawFsync> {
+    let path = dir.join("raw-fsync.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let buf: Vec<u8> = (0..write_bytes).map(|i| (i * 31 % 251) as u8).collect();
+    let mut us = Vec::new();
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    while start.elapsed() < limit || us.len() < 10 {
+        let t = Instant::now();
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        us.push(t.elapsed().as_micros() as u64);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mb_s = (us.len() * write_bytes) as f64 / elapsed / 1e6;
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(RawFsync {
+        write_bytes,
+        latency: Latency::from(us),
+        mb_s,
+    })
+}
+
+struct Engine {
+    cluster: Arc<Cluster>,
+    storage: Arc<Storage>,
+    objects: Objects,
+    partitions: Vec<PartitionId>,
+}
+
+impl Engine {
+    /// Open an engine as `floe local` does; create the topic on a fresh cluster.
+    /// Reopening (`reuse` given) uses no hot tail, so reads go to objects.
+    async fn open(
+        args: &Args,
+        dir: &Path,
+        mode: WalMode,
+        reuse: Option<(Arc<Cluster>, Objects)>,
+    ) -> anyhow::Result<Engine> {
+        let reopen = reuse.is_some();
+        let (cluster, objects) = match reuse {
+            Some(r) => r,
+            None => {
+                std::fs::create_dir_all(dir)?;
+                let c = Arc::new(Cluster::open(&dir.join("metadata"))?);
+                c.propose(Command::CreateTopic {
+                    name: "bench".into(),
+                    id: uuid::Uuid::new_v4(),
+                    partitions: args.partitions,
+                    configs: BTreeMap::new(),
+                    leader: 1,
+                })
+                .await?;
+                let objects = match args.objects {
+                    ObjectsKind::File => {
+                        Objects::from_url(&format!("file://{}", dir.join("objects").display()))?
+                    }
+                    ObjectsKind::Memory => Objects::from_url("memory://")?,
+                };
+                (c, objects)
+            }
+        };
+        let topic = cluster.topic("bench").context("bench topic missing")?;
+        let partitions = (0..args.partitions)
+            .filter_map(|i| topic.partition_id(i))
+            .collect();
+        let interval = args.upload_interval_ms.unwrap_or(match mode {
+            WalMode::Volume => 1_000,
+            WalMode::Object => 100,
+        });
+        let cfg = StorageConfig {
+            wal_mode: mode,
+            wal_dir: dir.join("wal"),
+            wal_segment_bytes: 64 << 20,
+            broker_id: 1,
+            upload_bytes: args.upload_bytes,
+            upload_interval: Duration::from_millis(interval),
+            hot_tail_bytes: if reopen { 0 } else { args.hot_tail_bytes },
+            cache_bytes: args.cache_bytes,
+            max_pending_bytes: (args.upload_bytes * 8).max(256 << 20),
+        };
+        let storage = Storage::open(
+            cfg,
+            objects.clone(),
+            cluster.clone(),
+            cluster.partition_metas(),
+        )
+        .await?;
+        Ok(Engine {
+            cluster,
+            storage,
+            objects,
+            partitions,
+        })
+    }
+
+    async fn close(self) {
+        self.storage.shutdown().await;
+    }
+
+    async fn append_phase(
+        &self,
+        args: &Args,
+        concurrency: usize,
+        secs: f64,
+    ) -> anyhow::Result<AppendResult> {
+        let records = batch(args.batch_bytes, args.record_bytes);
+        let per_task = (args.max_gb * 1e9 / concurrency as f64 / records.len() as f64).ceil();
+        let per_task = per_task.max(1.0) as u64;
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let puts_before = self.objects.stats.puts.load(Ordering::Relaxed);
+        let put_bytes_before = self.objects.stats.put_bytes.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..concurrency {
+            let storage = self.storage.clone();
+            let id = self.partitions[i % self.partitions.len()];
+            let records = records.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut us = Vec::new();
+                while Instant::now() < deadline && (us.len() as u64) < per_task {
+                    let t = Instant::now();
+                    storage.append(id, &records).await?;
+                    us.push(t.elapsed().as_micros() as u64);
+                }
+                anyhow::Ok(us)
+            }));
+        }
+        let mut us = Vec::new();
+        for t in tasks {
+            us.extend(t.await??);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let bytes = (us.len() * records.len()) as u64;
+        // Upload what is still pending so PUTs per GB covers every appended byte.
+        self.storage.flush().await;
+        let puts = self.objects.stats.puts.load(Ordering::Relaxed) - puts_before;
+        let put_bytes = self.objects.stats.put_bytes.load(Ordering::Relaxed) - put_bytes_before;
+        Ok(AppendResult {
+            concurrency,
+            seconds,
+            bytes,
+            append_mb_s: bytes as f64 / seconds / 1e6,
+            ack: Latency::from(us),
+            puts,
+            put_mb: put_bytes as f64 / 1e6,
+            puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
+        })
+    }
+
+    /// Re-read the newest data of every partition, which the hot tail holds.
+    async fn tail_phase(&self, args: &Args) -> anyhow::Result<ReadResult> {
+        let records = batch(args.batch_bytes, args.record_bytes);
+        let offsets_per_batch =
+            i64::from(floe_broker::protocol::batch::parse_header(&records)?.record_count);
+        // Half the hot budget: what committing can never have evicted.
+        let batches_in_tail = (args.hot_tail_bytes / 2 / records.len()).max(1) as i64;
+        let window = batches_in_tail * offsets_per_batch;
+        self.read_phase(args, Duration::from_secs_f64(args.read_secs), |hw| {
+            (hw - window).max(0)
+        })
+        .await
+    }
+
+    /// Read every committed byte once from the start (after a reopen with no hot tail).
+    async fn catchup_phase(&self, args: &Args) -> anyhow::Result<ReadResult> {
+        self.read_phase(args, Duration::MAX, |_| 0).await
+    }
+
+    /// Readers, one per partition, from `from(hw)` to hw; tail readers wrap
+    /// around until `limit`, catch-up readers stop at hw.
+    async fn read_phase(
+        &self,
+        args: &Args,
+        limit: Duration,
+        from: impl Fn(i64) -> i64,
+    ) -> anyhow::Result<ReadResult> {
+        let gets_before = self.objects.stats.gets.load(Ordering::Relaxed);
+        let get_bytes_before = self.objects.stats.get_bytes.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for &id in &self.partitions {
+            let storage = self.storage.clone();
+            let wm = storage.watermarks(id).context("partition missing")?;
+            let (first, hw) = (from(wm.high_watermark).max(wm.log_start), wm.high_watermark);
+            let max_bytes = args.read_max_bytes;
+            let wrap = limit != Duration::MAX;
+            tasks.push(tokio::spawn(async move {
+                let mut bytes = 0u64;
+                let mut offset = first;
+                while offset < hw {
+                    let chunk = storage.read(id, offset, max_bytes).await?;
+                    let last = floe_broker::protocol::batch::iter(&chunk)
+                        .last()
+                        .map(|(h, _)| h.base_offset + h.offset_count())
+                        .context("read returned no batch below the high watermark")?;
+                    bytes += chunk.len() as u64;
+                    offset = last;
+                    if wrap && offset >= hw {
+                        if start.elapsed() >= limit {
+                            break;
+                        }
+                        offset = first;
+                    }
+                }
+                anyhow::Ok(bytes)
+            }));
+        }
+        let mut bytes = 0;
+        for t in tasks {
+            bytes += t.await??;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(ReadResult {
+            seconds,
+            bytes,
+            mb_s: bytes as f64 / seconds / 1e6,
+            gets: self.objects.stats.gets.load(Ordering::Relaxed) - gets_before,
+            get_mb: (self.objects.stats.get_bytes.load(Ordering::Relaxed) - get_bytes_before)
+                as f64
+                / 1e6,
+        })
+    }
+}
+
+/// A valid uncompressed v2 batch of about `target` bytes of `value`-byte
+/// records (built like `make_batch` in the batch tests).
+fn batch(target: usize, value: usize) -> bytes::Bytes {
+    const HEADER_LEN: usize = 61;
+    let mut records = Vec::new();
+    let mut n = 0i32;
+    while n == 0 || HEADER_LEN + records.len() + value + 16 <= target {
+        let mut body = Vec::with_capacity(value + 16);
+        body.push(0u8); // attributes
+        put_varlong(&mut body, 0); // timestamp delta
+        put_varlong(&mut body, i64::from(n)); // offset delta
+        put_varlong(&mut body, -1); // null key
+        put_varlong(&mut body, value as i64);
+        body.extend((0..value).map(|i| (i * 131 + n as usize) as u8));
+        put_varlong(&mut body, 0); // no headers
+        put_varlong(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+        n += 1;
+    }
+    let ts = 1_700_000_000_000i64;
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&0i32.to_be_bytes()); // length, set below
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&ts.to_be_bytes());
+    b.extend_from_slice(&ts.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes::Bytes::from(b)
+}
+
+fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}

@@ -1,0 +1,557 @@
+//! The storage engine over a fault-injecting object store (an `InMemory`
+//! store behind a wrapper that fails PUTs, lands PUTs but reports an error,
+//! adds latency, and truncates ranged GET bodies), with the real metadata
+//! store as the index.
+//!
+//! Proves: `volume` mode keeps acknowledging while PUTs fail and the data
+//! survives a restart from the WAL; `object` mode acknowledges only after a
+//! PUT succeeds; a PUT that landed but reported an error leaves an orphan,
+//! never a duplicate; slow PUTs batch many appends per object; a truncated
+//! GET body is an error, never short data served (or cached) as the log.
+
+#[path = "support/records.rs"]
+mod records;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use floe_broker::cluster::Cluster;
+use floe_broker::storage::objects::Objects;
+use floe_broker::storage::{Storage, StorageConfig, WalMode};
+use floe_controller::model::{Command, PartitionId};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Fail this many PUTs without writing anything.
+    fail_puts: u32,
+    /// Write this many PUTs, then report an error ("succeeded but errored").
+    ghost_puts: u32,
+    /// Delay every PUT by this much.
+    put_delay: Duration,
+    /// Return only the first half of this many ranged GET bodies.
+    truncate_gets: u32,
+    /// PUT attempts seen (data objects only; probes excluded).
+    data_puts: u32,
+}
+
+/// An `InMemory` store with injectable faults.
+#[derive(Debug, Default)]
+struct FaultyStore {
+    inner: InMemory,
+    faults: Mutex<Faults>,
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+impl FaultyStore {
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap()
+    }
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "FaultyStore",
+        source: format!("injected fault: {what}").into(),
+    }
+}
+
+// `ObjectStore` is an `async_trait`; this is its expansion, written out so the
+// test needs no extra dependency.
+impl ObjectStore for FaultyStore {
+    fn put_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> BoxFut<'c, PutResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let (fail, ghost, delay) = {
+                let mut f = self.faults();
+                if location.as_ref().starts_with("data/") {
+                    f.data_puts += 1;
+                }
+                let fail = f.fail_puts > 0;
+                let ghost = !fail && f.ghost_puts > 0;
+                if fail {
+                    f.fail_puts -= 1;
+                } else if ghost {
+                    f.ghost_puts -= 1;
+                }
+                (fail, ghost, f.put_delay)
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if fail {
+                return Err(injected("PUT refused"));
+            }
+            let r = self.inner.put_opts(location, payload, opts).await?;
+            if ghost {
+                return Err(injected("PUT landed but the response was lost"));
+            }
+            Ok(r)
+        })
+    }
+
+    fn put_multipart_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        opts: PutMultipartOptions,
+    ) -> BoxFut<'c, Box<dyn MultipartUpload>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move { self.inner.put_multipart_opts(location, opts).await })
+    }
+
+    fn get_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        options: GetOptions,
+    ) -> BoxFut<'c, GetResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let ranged = options.range.is_some() && !options.head;
+            let r = self.inner.get_opts(location, options).await?;
+            let truncate = ranged && {
+                let mut f = self.faults();
+                let t = f.truncate_gets > 0;
+                if t {
+                    f.truncate_gets -= 1;
+                }
+                t
+            };
+            if !truncate {
+                return Ok(r);
+            }
+            // Keep the metadata (and the claimed range); cut the body short,
+            // as a proxy or a buggy server closing the stream early would.
+            let GetResult {
+                payload,
+                meta,
+                range,
+                attributes,
+                extensions,
+            } = r;
+            let body = GetResult {
+                payload,
+                meta: meta.clone(),
+                range: range.clone(),
+                attributes: attributes.clone(),
+                extensions: extensions.clone(),
+            }
+            .bytes()
+            .await?;
+            let short = body.slice(..body.len() / 2);
+            Ok(GetResult {
+                payload: GetResultPayload::Stream(
+                    futures::stream::once(async move { Ok(short) }).boxed(),
+                ),
+                meta,
+                range,
+                attributes,
+                extensions,
+            })
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'a, 'b, 'c>(&'a self, prefix: Option<&'b Path>) -> BoxFut<'c, ListResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move { self.inner.list_with_delimiter(prefix).await })
+    }
+
+    fn copy_opts<'a, 'b, 'c, 'd>(
+        &'a self,
+        from: &'b Path,
+        to: &'c Path,
+        options: CopyOptions,
+    ) -> BoxFut<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        Box::pin(async move { self.inner.copy_opts(from, to, options).await })
+    }
+}
+
+/// A metadata store with one topic, plus the store, in a temp directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    cluster: Arc<Cluster>,
+    store: Arc<FaultyStore>,
+    ids: Vec<PartitionId>,
+}
+
+impl Fixture {
+    async fn new(partitions: i32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Arc::new(Cluster::open(&dir.path().join("metadata")).unwrap());
+        cluster
+            .propose(Command::CreateTopic {
+                name: "t".into(),
+                id: uuid::Uuid::new_v4(),
+                partitions,
+                configs: Default::default(),
+                leader: 1,
+            })
+            .await
+            .unwrap();
+        let topic = cluster.topic("t").unwrap();
+        let ids = (0..partitions)
+            .map(|p| topic.partition_id(p).unwrap())
+            .collect();
+        Fixture {
+            dir,
+            cluster,
+            store: Arc::new(FaultyStore::default()),
+            ids,
+        }
+    }
+
+    fn wal_dir(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn open(&self, cfg: StorageConfig) -> Arc<Storage> {
+        Storage::open(
+            cfg,
+            Objects::new(self.store.clone(), ""),
+            self.cluster.clone(),
+            self.cluster.partition_metas(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn committed_objects(&self) -> Vec<String> {
+        self.cluster.read(|s| s.objects.keys().cloned().collect())
+    }
+
+    async fn stored_objects(&self) -> Vec<String> {
+        Objects::new(self.store.clone(), "")
+            .list("data")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// Drop an engine and wait until its background uploader has let go of it,
+/// so a successor never shares the WAL directory or the index with it.
+async fn close(storage: Arc<Storage>) {
+    let weak = Arc::downgrade(&storage);
+    drop(storage);
+    within(Duration::from_secs(10), "the old engine to stop", async {
+        while weak.upgrade().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Append `count` one-to-three-record batches round-robin over `ids`;
+/// returns the values in append order per partition.
+async fn append_some(
+    storage: &Storage,
+    ids: &[PartitionId],
+    count: usize,
+    tag: &str,
+) -> Vec<Vec<Bytes>> {
+    let mut expected = vec![Vec::new(); ids.len()];
+    for i in 0..count {
+        let p = i % ids.len();
+        let values: Vec<Vec<u8>> = (0..1 + i % 3)
+            .map(|k| format!("{tag}-{i}-{k}-{}", "x".repeat(i * 7 % 300)).into_bytes())
+            .collect();
+        let batch = records::make_batch(&values, 1_000 + i as i64);
+        let a = within(
+            Duration::from_secs(10),
+            "an append",
+            storage.append(ids[p], &batch),
+        )
+        .await
+        .unwrap();
+        assert!(!a.duplicate);
+        expected[p].extend(values.into_iter().map(Bytes::from));
+    }
+    expected
+}
+
+async fn assert_log(storage: &Storage, ids: &[PartitionId], expected: &[Vec<Bytes>]) -> Vec<Bytes> {
+    let mut logs = Vec::new();
+    for (id, want) in ids.iter().zip(expected) {
+        let back = records::read_all(storage, *id).await;
+        let got: Vec<Bytes> = back.records.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(got.len(), want.len(), "{id:?}: record count");
+        assert!(
+            got == *want,
+            "{id:?}: records differ from what was appended"
+        );
+        logs.push(back.bytes);
+    }
+    logs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_mode_acks_while_puts_fail_and_recovers_from_the_wal() {
+    let fx = Fixture::new(2).await;
+    fx.store.faults().fail_puts = u32::MAX;
+    let storage = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("wal")))
+        .await;
+    // Acknowledged from the WAL alone, well past the upload threshold.
+    let expected = append_some(&storage, &fx.ids, 120, "a").await;
+    assert!(fx.store.faults().data_puts > 0, "the uploader never tried");
+    assert!(fx.stored_objects().await.is_empty());
+    assert!(fx.committed_objects().is_empty());
+    assert_log(&storage, &fx.ids, &expected).await;
+
+    // Restart while the store is still down: the WAL alone brings it all back.
+    close(storage).await;
+    let storage = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("wal")))
+        .await;
+    let before = assert_log(&storage, &fx.ids, &expected).await;
+
+    // The store heals: everything is uploaded, and a fresh engine with an
+    // empty WAL reads the same bytes from objects alone.
+    fx.store.faults().fail_puts = 0;
+    within(Duration::from_secs(15), "flush", storage.flush()).await;
+    close(storage).await;
+    let cold = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("empty")))
+        .await;
+    let after = assert_log(&cold, &fx.ids, &expected).await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_mode_acks_only_after_a_put_succeeds() {
+    let fx = Fixture::new(1).await;
+    fx.store.faults().fail_puts = u32::MAX;
+    let storage = fx
+        .open(records::small_config(WalMode::Object, fx.wal_dir("unused")))
+        .await;
+    let id = fx.ids[0];
+    let batch = records::make_batch(&[b"only-after-put".to_vec()], 7);
+    let pending = tokio::spawn({
+        let storage = storage.clone();
+        async move { storage.append(id, &batch).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !pending.is_finished(),
+        "object mode acknowledged an append while every PUT failed"
+    );
+    assert!(
+        fx.store.faults().data_puts >= 2,
+        "the uploader is not retrying"
+    );
+    assert_eq!(storage.watermarks(id).unwrap().high_watermark, 0);
+    assert!(storage.read(id, 0, 1 << 20).await.unwrap().is_empty());
+
+    fx.store.faults().fail_puts = 0;
+    let a = within(Duration::from_secs(10), "the ack after healing", pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.base_offset, 0);
+    assert_eq!(fx.committed_objects().len(), 1);
+    assert_eq!(fx.stored_objects().await, fx.committed_objects());
+    let expected = vec![vec![Bytes::from_static(b"only-after-put")]];
+    assert_log(&storage, &fx.ids, &expected).await;
+}
+
+async fn ghost_puts(mode: WalMode) {
+    let fx = Fixture::new(2).await;
+    // Every other upload lands but reports an error.
+    fx.store.faults().ghost_puts = 3;
+    let storage = fx
+        .open(records::small_config(mode, fx.wal_dir("wal")))
+        .await;
+    let expected = append_some(&storage, &fx.ids, 60, "g").await;
+    within(Duration::from_secs(15), "flush", storage.flush()).await;
+    assert_eq!(fx.store.faults().ghost_puts, 0, "not all ghosts were hit");
+    let stored = fx.stored_objects().await;
+    let committed = fx.committed_objects();
+    assert!(
+        committed.iter().all(|k| stored.contains(k)),
+        "a committed object is missing from the store"
+    );
+    assert_eq!(
+        stored.len(),
+        committed.len() + 3,
+        "each ghost PUT should leave exactly one orphan (never indexed)"
+    );
+    assert_log(&storage, &fx.ids, &expected).await;
+    close(storage).await;
+    // After a restart with no WAL, the objects alone hold each record once.
+    let cold = fx
+        .open(records::small_config(mode, fx.wal_dir("empty")))
+        .await;
+    assert_log(&cold, &fx.ids, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_that_land_but_report_errors_leave_orphans_not_duplicates_volume() {
+    ghost_puts(WalMode::Volume).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_that_land_but_report_errors_leave_orphans_not_duplicates_object() {
+    ghost_puts(WalMode::Object).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_landed_put_under_its_key_succeeds_without_overwriting() {
+    let store = Arc::new(FaultyStore::default());
+    let objects = Objects::new(store.clone(), "pfx");
+    store.faults().ghost_puts = 1;
+    let first = Bytes::from_static(b"first attempt");
+    assert!(objects.put_new("data/k", first.clone()).await.is_err());
+    // The retry finds its own key present: success, and the object is unchanged.
+    objects
+        .put_new("data/k", Bytes::from_static(b"second attempt"))
+        .await
+        .expect("AlreadyExists on a retry means an earlier attempt landed");
+    assert_eq!(
+        objects
+            .get_range("data/k", 0..first.len() as u64)
+            .await
+            .unwrap(),
+        first
+    );
+    // Keys keep their `/` structure under the prefix, so listings find them.
+    let listed: Vec<String> = objects
+        .list("data")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, vec!["data/k".to_owned()]);
+    objects.probe().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_puts_batch_many_appends_per_object() {
+    let fx = Fixture::new(2).await;
+    fx.store.faults().put_delay = Duration::from_millis(150);
+    let storage = fx
+        .open(records::small_config(WalMode::Object, fx.wal_dir("unused")))
+        .await;
+    let mut tasks = Vec::new();
+    for w in 0..40 {
+        let storage = storage.clone();
+        let id = fx.ids[w % 2];
+        tasks.push(tokio::spawn(async move {
+            let batch = records::make_batch(&[format!("w{w}").into_bytes()], w as i64);
+            storage.append(id, &batch).await.unwrap()
+        }));
+    }
+    let started = std::time::Instant::now();
+    for t in tasks {
+        within(Duration::from_secs(10), "an append", t)
+            .await
+            .unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let puts = fx.store.faults().data_puts;
+    assert!(puts <= 10, "40 concurrent appends took {puts} PUTs");
+    let total: i64 = fx
+        .ids
+        .iter()
+        .map(|id| storage.watermarks(*id).unwrap().high_watermark)
+        .sum();
+    assert_eq!(total, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_range_bodies_are_errors_not_short_logs() {
+    let fx = Fixture::new(1).await;
+    let storage = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("wal")))
+        .await;
+    let expected = append_some(&storage, &fx.ids, 30, "t").await;
+    within(Duration::from_secs(15), "flush", storage.flush()).await;
+    close(storage).await;
+    // An empty WAL and no hot tail: every read goes to the object store.
+    let cold = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("empty")))
+        .await;
+    let id = fx.ids[0];
+    let hw = cold.watermarks(id).unwrap().high_watermark;
+    fx.store.faults().truncate_gets = 1;
+    match cold.read(id, 0, 1 << 20).await {
+        Err(_) => {}
+        Ok(bytes) => {
+            // Acceptable only if it is whole, valid data starting at offset 0.
+            let h = floe_broker::protocol::batch::validate(&bytes)
+                .unwrap_or_else(|e| panic!("a truncated GET was served as the log: {e}"));
+            assert_eq!(h.base_offset, 0);
+            let batches = floe_broker::protocol::batch::iter(&bytes).count();
+            let whole: usize = floe_broker::protocol::batch::iter(&bytes)
+                .map(|(h, _)| h.total_len)
+                .sum();
+            assert_eq!(whole, bytes.len(), "a partial batch was served");
+            assert!(batches > 0 && hw > 0);
+        }
+    }
+    // Nothing truncated may stay cached: the next reads return the whole log.
+    assert_log(&cold, &fx.ids, &expected).await;
+}
