@@ -15,7 +15,9 @@ object-store WAL; RUST_LOG is passed through.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 READY_TIMEOUT_S = float(os.environ.get("FLOE_E2E_READY_TIMEOUT", "60"))
 STOP_TIMEOUT_S = float(os.environ.get("FLOE_E2E_STOP_TIMEOUT", "30"))
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # Every FloeProcess alive in this pytest process, so that nothing outlives it.
 _LIVE: "set[FloeProcess]" = set()
@@ -96,10 +100,10 @@ class FloeProcess:
             "--listen",
             self.bootstrap,
         ]
-        if os.environ.get("FLOE_E2E_OBJECT_STORE"):
-            cmd += ["--object-store", os.environ["FLOE_E2E_OBJECT_STORE"]]
-        if os.environ.get("FLOE_E2E_WAL_MODE"):
-            cmd += ["--wal-mode", os.environ["FLOE_E2E_WAL_MODE"]]
+        # suite-wide choices from the environment, unless the test sets them itself
+        for flag, var in (("--object-store", "FLOE_E2E_OBJECT_STORE"), ("--wal-mode", "FLOE_E2E_WAL_MODE")):
+            if os.environ.get(var) and flag not in self.extra_args:
+                cmd += [flag, os.environ[var]]
         return cmd + self.extra_args
 
     def start(self, wait: bool = True) -> None:
@@ -107,6 +111,7 @@ class FloeProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("floe is already running")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOE_")}
+        env.setdefault("NO_COLOR", "1")  # plain logs in the stderr file
         self.starts += 1
         self._log_file = open(self.log_path, "ab", buffering=0)
         self._log_file.write(
@@ -222,7 +227,7 @@ class FloeProcess:
             data = self.log_path.read_bytes()
         except OSError:
             return "(no floe stderr captured)"
-        text = data.decode("utf-8", errors="replace").splitlines()
+        text = _ANSI.sub("", data.decode("utf-8", errors="replace")).splitlines()
         tail = "\n".join(text[-lines:])
         return f"----- last {min(lines, len(text))} lines of floe stderr ({self.log_path}) -----\n{tail}"
 
@@ -274,6 +279,8 @@ def floe(request, tmp_path):
         broker._force_kill()
         raise
     yield broker
+    # Let clients the test dropped close while the broker still answers (less noise).
+    gc.collect()
     # Teardown: the broker must still be alive (unless the test stopped it on
     # purpose and did not bring it back) and must exit 0 on SIGTERM.
     try:

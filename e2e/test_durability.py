@@ -52,7 +52,14 @@ def verify_exactly_once(bootstrap: str, topic: str, acked: dict[int, tuple[int, 
 
 
 @pytest.mark.timeout(360)
-def test_acked_data_and_offsets_survive_kill9(floe):
+@pytest.mark.parametrize(
+    "wal_mode",
+    [
+        pytest.param("volume", marks=pytest.mark.floe_args("--wal-mode", "volume")),
+        pytest.param("object", marks=pytest.mark.floe_args("--wal-mode", "object")),
+    ],
+)
+def test_acked_data_and_offsets_survive_kill9(floe, wal_mode):
     topic = unique_name("dur")
     group = unique_name("dur-g")
     create_topic(floe.bootstrap, topic, partitions=PARTITIONS)

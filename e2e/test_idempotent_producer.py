@@ -98,8 +98,11 @@ def test_idempotent_producer_survives_graceful_restart(floe):
     prod.start()
     try:
         wait_acked(prod, 2000)
+        produced_before, acked_before = prod.produced, len(prod.log.ok)
         floe.restart()  # SIGTERM while messages are in flight; same data dir and port
         acked_at_restart = len(prod.log.ok)
+        assert produced_before > acked_before, "nothing was in flight when the broker was stopped"
+        assert prod.produced > produced_before, "the producer made no progress while the broker restarted"
         wait_acked(prod, acked_at_restart + 2000, timeout=120)
     finally:
         prod.stop_event.set()
@@ -116,10 +119,13 @@ def test_idempotent_producer_survives_kill9(floe):
     prod.start()
     try:
         wait_acked(prod, 2000)
+        produced_before, acked_before = prod.produced, len(prod.log.ok)
         floe.kill9()
         time.sleep(1)  # the producer keeps queueing and retrying meanwhile
         floe.start()
         acked_at_restart = len(prod.log.ok)
+        assert produced_before > acked_before, "nothing was in flight when the broker was killed"
+        assert prod.produced > produced_before, "the producer made no progress while the broker was down"
         wait_acked(prod, acked_at_restart + 2000, timeout=120)
     finally:
         prod.stop_event.set()
