@@ -365,6 +365,19 @@ fn recover(dir: &Path) -> Result<(Vec<WalRecord>, Vec<SegmentInfo>), WalError> {
                 source,
             })?;
         let (recs, valid_len) = scan_segment(&path, &data, is_last)?;
+        if valid_len < SEGMENT_HEADER_LEN {
+            // Crashed while creating the newest segment: nothing in it was
+            // acknowledged. Remove it rather than truncate it, or the next
+            // recovery would find a headerless segment that is no longer the
+            // newest and refuse to start.
+            tracing::warn!(path = %path.display(), file_len = data.len(), "removing WAL segment with a torn header");
+            fs::remove_file(&path).map_err(|source| WalError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            sync_dir(dir);
+            continue;
+        }
         if valid_len < data.len() {
             tracing::warn!(path = %path.display(), valid_len, file_len = data.len(), "truncating torn WAL tail");
             let f = OpenOptions::new()
