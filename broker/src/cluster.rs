@@ -13,7 +13,11 @@ use floe_controller::model::{
 use floe_controller::store::{LocalStore, StoreError};
 use uuid::Uuid;
 
+use crate::storage::compactor::Retention;
 use crate::storage::{ObjectIndex, PartitionMeta};
+
+/// Kafka's default `retention.ms`: seven days.
+const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -156,6 +160,74 @@ impl ObjectIndex for Cluster {
 
     fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry> {
         self.read(|s| s.offset_for_timestamp(partition, ts).cloned())
+    }
+
+    fn entries(&self, partition: PartitionId) -> Vec<IndexEntry> {
+        self.read(|s| {
+            s.partition(partition)
+                .map(|p| {
+                    p.index
+                        .values()
+                        .filter(|e| e.end_offset > p.log_start_offset)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    fn log_start(&self, partition: PartitionId) -> Option<i64> {
+        self.read(|s| s.partition(partition).map(|p| p.log_start_offset))
+    }
+
+    fn retention(&self, partition: PartitionId) -> Retention {
+        self.read(|s| {
+            let Some(t) = s.topic_by_id(partition.topic_id) else {
+                return Retention::default();
+            };
+            let limit = |key: &str, default: i64| {
+                let v = t
+                    .configs
+                    .get(key)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(default);
+                (v >= 0).then_some(v)
+            };
+            Retention {
+                ms: limit("retention.ms", DEFAULT_RETENTION_MS),
+                bytes: limit("retention.bytes", -1),
+            }
+        })
+    }
+
+    fn trim(&self, partition: PartitionId, log_start: i64) -> Result<Vec<String>, String> {
+        match self.store.propose(Command::TrimPartition {
+            partition,
+            log_start_offset: log_start,
+        }) {
+            Ok(Outcome::ObjectsReleased { keys }) => Ok(keys),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn replace(
+        &self,
+        partition: PartitionId,
+        replaced: Vec<IndexEntry>,
+        replacement: IndexEntry,
+        object: ObjectMeta,
+    ) -> Result<Vec<String>, String> {
+        match self.store.propose(Command::ReplaceIndexEntries {
+            partition,
+            replaced,
+            replacement,
+            object,
+        }) {
+            Ok(Outcome::ObjectsReleased { keys }) => Ok(keys),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn entry_with_max_timestamp(&self, partition: PartitionId) -> Option<IndexEntry> {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::{Cluster, GroupOffsets};
 use crate::gc::Gc;
+use crate::storage::compactor::CompactionConfig;
 use crate::storage::objects::Objects;
 use crate::storage::{Storage, StorageConfig, WalMode};
 
@@ -59,6 +60,15 @@ pub struct LocalArgs {
     /// Object-range cache for catch-up readers, in bytes.
     #[arg(long, env = "FLOE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub cache_bytes: usize,
+    /// How often retention, compaction and the orphan sweep run, in milliseconds.
+    #[arg(long, env = "FLOE_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000)]
+    pub maintenance_interval_ms: u64,
+    /// Index entries smaller than this are merged into per-partition objects.
+    #[arg(long, env = "FLOE_COMPACT_SMALL_BYTES", default_value_t = 8 << 20)]
+    pub compact_small_bytes: u64,
+    /// Largest object compaction writes.
+    #[arg(long, env = "FLOE_COMPACT_TARGET_BYTES", default_value_t = 64 << 20)]
+    pub compact_target_bytes: u64,
     /// Seconds an unreferenced object is kept before deletion.
     #[arg(long, env = "FLOE_GC_GRACE_SECS", default_value_t = 300)]
     pub gc_grace_secs: u64,
@@ -214,6 +224,15 @@ impl LocalNode {
             args.max_connections,
             shutdown.clone(),
         ));
+        tokio::spawn(maintenance(
+            broker.clone(),
+            Duration::from_millis(args.maintenance_interval_ms.max(100)),
+            CompactionConfig {
+                small_entry_bytes: args.compact_small_bytes,
+                target_bytes: args.compact_target_bytes.max(args.compact_small_bytes),
+            },
+            shutdown.clone(),
+        ));
         tracing::info!(%addr, data_dir = %data_dir.display(), objects = url, "Floe is ready");
         Ok(LocalNode {
             broker,
@@ -228,6 +247,40 @@ impl LocalNode {
         self.shutdown.cancel();
         let _ = self.server.await;
         self.broker.storage.shutdown().await;
+    }
+}
+
+/// Retention, compaction and the orphan sweep, until shutdown.
+async fn maintenance(
+    broker: Arc<Broker>,
+    every: Duration,
+    cfg: CompactionConfig,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match broker.storage.maintain(cfg).await {
+            Ok(m) => {
+                if m.trimmed_partitions + m.compacted_runs > 0 {
+                    tracing::info!(
+                        trimmed = m.trimmed_partitions,
+                        compacted = m.compacted_runs,
+                        released = m.released.len(),
+                        "maintenance pass"
+                    );
+                }
+                broker.gc.release(m.released);
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance pass failed; retrying next interval"),
+        }
+        if let Err(e) = broker.gc.sweep(&broker.cluster).await {
+            tracing::warn!(error = %e, "orphan sweep failed; retrying next interval");
+        }
     }
 }
 

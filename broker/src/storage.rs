@@ -8,6 +8,7 @@
 //! durability argument.
 
 pub mod cache;
+pub mod compactor;
 pub mod objects;
 pub mod partition;
 pub mod producer;
@@ -68,6 +69,23 @@ pub trait ObjectIndex: Send + Sync + 'static {
     fn entry_for_timestamp(&self, partition: PartitionId, ts: i64) -> Option<IndexEntry>;
     /// The entry holding the partition's largest timestamp.
     fn entry_with_max_timestamp(&self, partition: PartitionId) -> Option<IndexEntry>;
+    /// The partition's committed entries from its log start, in offset order.
+    fn entries(&self, partition: PartitionId) -> Vec<IndexEntry>;
+    /// The partition's log start offset, or `None` if it no longer exists.
+    fn log_start(&self, partition: PartitionId) -> Option<i64>;
+    /// The partition's retention limits (topic configs).
+    fn retention(&self, partition: PartitionId) -> compactor::Retention;
+    /// Raise the log start; returns objects no entry names any more. Blocking.
+    fn trim(&self, partition: PartitionId, log_start: i64) -> Result<Vec<String>, String>;
+    /// Swap a run of entries for one entry in a new object, if the run is
+    /// unchanged; returns released objects. Blocking.
+    fn replace(
+        &self,
+        partition: PartitionId,
+        replaced: Vec<IndexEntry>,
+        replacement: IndexEntry,
+        object: ObjectMeta,
+    ) -> Result<Vec<String>, String>;
 }
 
 /// What the engine needs to open a partition.

@@ -191,6 +191,15 @@ pub enum Command {
         partition: PartitionId,
         log_start_offset: i64,
     },
+    /// Compaction: replace a contiguous run of a partition's index entries by
+    /// one entry in a new object, atomically, and only if every replaced entry
+    /// is still exactly as the compactor read it.
+    ReplaceIndexEntries {
+        partition: PartitionId,
+        replaced: Vec<IndexEntry>,
+        replacement: IndexEntry,
+        object: ObjectMeta,
+    },
     /// Forget an object that no index entry names any more.
     DeleteObject {
         key: String,

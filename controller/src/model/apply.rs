@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 mod objects;
 
-use objects::{commit_object, delete_object, release, trim_partition};
+use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
 
 use super::{Broker, Command, CommittedOffset, MetadataState, Partition, PartitionId, Topic};
 
@@ -158,6 +158,16 @@ pub enum ApplyError {
     ObjectInUse { key: String, live_entries: u64 },
     #[error("cannot allocate {count} producer ids; ask for 1 to {max} at a time")]
     InvalidProducerIdCount { count: i64, max: i64 },
+    #[error("compaction of partition {partition} is stale: the entry at offset {base_offset} changed since it was read; compact again from the current index")]
+    ReplacedEntryChanged {
+        partition: PartitionId,
+        base_offset: i64,
+    },
+    #[error("compaction of partition {partition} is invalid: {reason}")]
+    InvalidReplacement {
+        partition: PartitionId,
+        reason: String,
+    },
     #[error("producer ids are exhausted: {count} more after {next} would overflow")]
     ProducerIdsExhausted { next: i64, count: i64 },
 }
@@ -200,6 +210,12 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             partition,
             log_start_offset,
         } => trim_partition(state, *partition, *log_start_offset),
+        Command::ReplaceIndexEntries {
+            partition,
+            replaced,
+            replacement,
+            object,
+        } => replace_index_entries(state, *partition, replaced, replacement, object),
         Command::DeleteObject { key } => delete_object(state, key),
         Command::CommitOffsets { group, offsets } => commit_offsets(state, group, offsets),
         Command::DeleteGroup { group } => {

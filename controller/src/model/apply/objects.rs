@@ -143,6 +143,91 @@ pub(super) fn trim_partition(
     Ok(Outcome::ObjectsReleased { keys })
 }
 
+/// Replaces a contiguous run of entries by one entry in a new object
+/// (compaction). Conditional: every replaced entry must still be in the index
+/// exactly as given, so a compaction that raced with a trim, a delete or
+/// another compaction is refused and its object becomes an orphan.
+pub(super) fn replace_index_entries(
+    state: &mut MetadataState,
+    id: PartitionId,
+    replaced: &[IndexEntry],
+    replacement: &IndexEntry,
+    object: &ObjectMeta,
+) -> Result<Outcome, ApplyError> {
+    let invalid = |reason: String| ApplyError::InvalidReplacement {
+        partition: id,
+        reason,
+    };
+    let partition = state
+        .partition(id)
+        .ok_or(ApplyError::UnknownPartition { partition: id })?;
+    let (Some(first), Some(last)) = (replaced.first(), replaced.last()) else {
+        return Err(invalid("no entries to replace".into()));
+    };
+    if state.objects.contains_key(&object.key) {
+        return Err(ApplyError::ObjectExists {
+            key: object.key.clone(),
+        });
+    }
+    for pair in replaced.windows(2) {
+        if pair[0].end_offset != pair[1].base_offset {
+            return Err(invalid(format!(
+                "replaced entries are not contiguous at offset {}",
+                pair[0].end_offset
+            )));
+        }
+    }
+    for entry in replaced {
+        if partition.index.get(&entry.base_offset) != Some(entry) {
+            return Err(ApplyError::ReplacedEntryChanged {
+                partition: id,
+                base_offset: entry.base_offset,
+            });
+        }
+    }
+    if replacement.base_offset != first.base_offset || replacement.end_offset != last.end_offset {
+        return Err(invalid(format!(
+            "replacement covers {}..{} but the replaced entries cover {}..{}",
+            replacement.base_offset, replacement.end_offset, first.base_offset, last.end_offset
+        )));
+    }
+    if replacement.object_key != object.key {
+        return Err(ApplyError::ObjectKeyMismatch {
+            partition: id,
+            object_key: object.key.clone(),
+            entry_key: replacement.object_key.clone(),
+        });
+    }
+    let byte_end = replacement.byte_start.checked_add(replacement.byte_len);
+    if replacement.byte_len == 0 || byte_end.is_none_or(|end| end > object.size) {
+        return Err(ApplyError::InvalidByteRange {
+            partition: id,
+            key: object.key.clone(),
+            byte_start: replacement.byte_start,
+            byte_len: replacement.byte_len,
+            size: object.size,
+        });
+    }
+    let Some(partition) = state.partition_mut(id) else {
+        return Ok(Outcome::ObjectsReleased { keys: Vec::new() });
+    };
+    for entry in replaced {
+        partition.index.remove(&entry.base_offset);
+    }
+    partition
+        .index
+        .insert(replacement.base_offset, replacement.clone());
+    let keys = release(&mut state.objects, replaced);
+    state.objects.insert(
+        object.key.clone(),
+        ObjectMeta {
+            live_entries: 1,
+            ..object.clone()
+        },
+    );
+    Ok(Outcome::ObjectsReleased { keys })
+}
+
 /// Forgets an object nothing names; absent objects are already forgotten.
 pub(super) fn delete_object(state: &mut MetadataState, key: &str) -> Result<Outcome, ApplyError> {
     match state.objects.get(key) {
@@ -177,3 +262,7 @@ pub(super) fn release<'a>(
     }
     released.into_iter().collect()
 }
+
+#[cfg(test)]
+#[path = "compaction_tests.rs"]
+mod compaction_tests;
