@@ -132,6 +132,12 @@ pub enum AppendError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("{behind} fenced partitions were not uploaded within {timeout:?}; the object store or the WAL is failing, and their data stays in the WAL")]
+    FlushTimedOut { behind: usize, timeout: Duration },
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("unknown partition")]
     UnknownPartition,
@@ -273,6 +279,8 @@ impl Storage {
         if let Some(p) = removed {
             let mut s = p.lock();
             s.fenced = true;
+            s.removed = true;
+            p.hw.send_modify(|_| {});
             let dropped = s.next_offset.saturating_sub(s.committed_end);
             if dropped > 0 {
                 let bytes: usize = s
@@ -363,8 +371,10 @@ impl Storage {
                 if *hw.borrow_and_update() >= end {
                     break;
                 }
-                if p.lock().fenced {
-                    return Err(AppendError::Fenced);
+                // A fenced partition still uploads what it accepted (fence
+                // flushes), so keep waiting; a removed one never will.
+                if p.lock().removed {
+                    return Err(AppendError::UnknownPartition);
                 }
                 if hw.changed().await.is_err() {
                     return Err(AppendError::ShuttingDown);
@@ -593,6 +603,50 @@ impl Storage {
             self.upload_wake.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
         }
+    }
+
+    /// Fence partitions and flush them: appends are refused from now on
+    /// (clients get NOT_LEADER_OR_FOLLOWER and refresh metadata), in-flight
+    /// appends finish, and everything appended is uploaded and committed in
+    /// shared objects. Returns each partition's committed end offset — the
+    /// offset a new leader continues from. Unknown partitions are skipped.
+    pub async fn fence(
+        &self,
+        ids: &[PartitionId],
+        timeout: Duration,
+    ) -> Result<Vec<(PartitionId, i64)>, FenceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let fenced: Vec<(Arc<Partition>, i64)> = ids
+            .iter()
+            .filter_map(|id| self.partition(*id))
+            .map(|p| {
+                let end = {
+                    let mut s = p.lock();
+                    s.fenced = true;
+                    s.next_offset
+                };
+                // Wake appenders waiting for durability so they see the fence.
+                p.hw.send_modify(|_| {});
+                (p, end)
+            })
+            .collect();
+        loop {
+            let done = fenced.iter().all(|(p, end)| p.lock().committed_end >= *end);
+            if done {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let behind = fenced
+                    .iter()
+                    .filter(|(p, end)| p.lock().committed_end < *end)
+                    .count();
+                return Err(FenceError::FlushTimedOut { behind, timeout });
+            }
+            let mut rx = self.uploaded.subscribe();
+            self.upload_wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
+        Ok(fenced.into_iter().map(|(p, end)| (p.id, end)).collect())
     }
 
     /// Stop accepting appends and upload everything (graceful shutdown).

@@ -107,6 +107,7 @@ impl Drop for Weed {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.remove_sockets();
         if std::thread::panicking() {
             eprintln!("--- weed log tail ---\n{}", self.log_tail());
         }
@@ -180,6 +181,7 @@ impl Weed {
             .unwrap();
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(r)
+            .env("TMPDIR", r)
             // Logs go to our file, not to /tmp; no toml from ~ or /etc.
             .arg("-logtostderr")
             .arg(format!("-config_dir={}", r.display()))
@@ -269,6 +271,23 @@ impl Weed {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        self.remove_sockets();
+    }
+
+    /// `weed` puts a unix socket per gRPC port in /tmp whatever TMPDIR says,
+    /// and leaves it behind; remove ours once the process is gone.
+    fn remove_sockets(&self) {
+        let p = self.ports;
+        for (name, port) in [
+            ("master", p.master),
+            ("volume", p.volume),
+            ("filer", p.filer),
+            ("s3", p.s3),
+            ("admin", p.admin),
+        ] {
+            let sock = format!("/tmp/seaweedfs-{name}-grpc-{}.sock", port + GRPC_OFFSET);
+            let _ = fs::remove_file(sock);
         }
     }
 

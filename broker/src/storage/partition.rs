@@ -45,6 +45,8 @@ pub struct PartitionState {
     pub committed_producers: ProducerStates,
     /// Set by fencing: appends are refused from then on.
     pub fenced: bool,
+    /// The partition was dropped (topic deleted): nothing will become durable.
+    pub removed: bool,
 }
 
 /// Outcome of assigning offsets to a produce request's batches.
@@ -94,6 +96,7 @@ impl Partition {
                 producers: producers.clone(),
                 committed_producers: producers,
                 fenced: false,
+                removed: false,
             }),
             hw: watch::channel(committed_end).0,
         }

@@ -492,6 +492,18 @@ fn parse_record(data: &Bytes, at: usize) -> Result<(WalRecord, usize), BadRecord
         what: format!("logged batch unreadable: {e}"),
         reaches_end: false,
     })?;
+    // The writer only logs validated batches at assigned offsets; anything
+    // else passed the CRC yet is not ours, and must not wrap or run backwards.
+    let end_offset = Some(base_offset)
+        .filter(|&b| b >= 0 && header.last_offset_delta >= 0)
+        .and_then(|b| b.checked_add(header.offset_count()))
+        .ok_or_else(|| BadRecord {
+            what: format!(
+                "logged batch has impossible offsets (base {base_offset}, lastOffsetDelta {})",
+                header.last_offset_delta
+            ),
+            reaches_end: false,
+        })?;
     Ok((
         WalRecord {
             partition: PartitionId {
@@ -499,7 +511,7 @@ fn parse_record(data: &Bytes, at: usize) -> Result<(WalRecord, usize), BadRecord
                 partition,
             },
             base_offset,
-            end_offset: base_offset + header.offset_count(),
+            end_offset,
             leader_epoch,
             batch,
         },
