@@ -147,7 +147,9 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if stored != computed {
         return Err(BatchError::CrcMismatch { stored, computed });
     }
-    if h.last_offset_delta < 0 || h.record_count < 0 || h.record_count > h.last_offset_delta + 1 {
+    // In i64: lastOffsetDelta may be i32::MAX (found by fuzz/record_batch).
+    if h.last_offset_delta < 0 || h.record_count < 0 || i64::from(h.record_count) > h.offset_count()
+    {
         return Err(BatchError::InvalidCount {
             last_offset_delta: h.last_offset_delta,
             record_count: h.record_count,
