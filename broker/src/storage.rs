@@ -175,7 +175,7 @@ pub struct Storage {
     /// Bytes appended but not yet committed to object storage.
     pending_bytes: AtomicUsize,
     /// Wakes the uploader (size threshold, flush requests).
-    upload_wake: Notify,
+    upload_wake: Arc<Notify>,
     /// Bumped after every upload round; flush waits on it.
     uploaded: watch::Sender<u64>,
     shutting_down: AtomicBool,
@@ -231,7 +231,7 @@ impl Storage {
             wal,
             partitions: RwLock::new(map),
             pending_bytes: AtomicUsize::new(pending),
-            upload_wake: Notify::new(),
+            upload_wake: Arc::new(Notify::new()),
             uploaded: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
         });

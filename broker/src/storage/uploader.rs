@@ -25,12 +25,18 @@ const MAX_OBJECT_BYTES: usize = 64 << 20;
 pub(crate) async fn run(storage: Weak<Storage>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let Some(s) = storage.upgrade() else { return };
-        let interval = s.cfg.upload_interval;
+        // Wait without holding the storage, so dropping it ends this task.
+        let Some((wake, interval)) = storage
+            .upgrade()
+            .map(|s| (s.upload_wake.clone(), s.cfg.upload_interval))
+        else {
+            return;
+        };
         tokio::select! {
-            _ = s.upload_wake.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+        let Some(s) = storage.upgrade() else { return };
         loop {
             match round(&s).await {
                 Ok(more) => {
