@@ -359,10 +359,26 @@ impl Storage {
             }
         };
         if let Some(rx) = durable {
-            match rx.await {
-                Ok(Ok(())) => p.mark_durable(end),
-                Ok(Err(e)) => return Err(AppendError::Storage(e.to_string())),
-                Err(_) => return Err(AppendError::Storage("WAL writer stopped".into())),
+            // The watermark is raised by a task of its own, so a caller that
+            // gives up (timeout, disconnect) cannot leave the partition's
+            // high watermark behind data that is already durable.
+            let part = p.clone();
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let result = match rx.await {
+                    Ok(Ok(())) => {
+                        part.mark_durable(end);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("WAL writer stopped".to_owned()),
+                };
+                let _ = done.send(result);
+            });
+            match outcome.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(AppendError::Storage(e)),
+                Err(_) => return Err(AppendError::Storage("WAL completion task stopped".into())),
             }
         } else {
             // Object mode, or a retried batch: wait until `end` is durable.

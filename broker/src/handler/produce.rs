@@ -38,6 +38,13 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
     let mut r = ProduceResponse::default();
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
+    // acks=0 has nobody to tell about a timeout: let those appends finish.
+    let timeout_ms = if req.acks == 0 {
+        300_000
+    } else {
+        req.timeout_ms.clamp(1, 300_000)
+    };
+    let timeout = std::time::Duration::from_millis(timeout_ms as u64);
     for t in req.topic_data {
         let topic = b.cluster.topic(t.name.0.as_str());
         let max_message = topic
@@ -97,7 +104,18 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                     );
                     return out;
                 }
-                match b.storage.append(id, &records).await {
+                // Kafka's produce timeout: past it the client hears REQUEST_TIMED_OUT
+                // (the append may still complete, exactly as in Kafka).
+                let appended = tokio::time::timeout(timeout, b.storage.append(id, &records)).await;
+                let Ok(appended) = appended else {
+                    fail(
+                        &mut out,
+                        ResponseError::RequestTimedOut,
+                        format!("not durable within {timeout:?}"),
+                    );
+                    return out;
+                };
+                match appended {
                     Ok(a) => {
                         out.base_offset = a.base_offset;
                         out.log_start_offset = a.log_start_offset;
