@@ -1,0 +1,73 @@
+//! The ConfigMap of settings every Floe pod reads through `envFrom`, and the
+//! hash that rolls the pods when it changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::{metadata, METADATA_PORT, RAFT_PORT};
+use crate::names;
+use crate::reconcile::validate::ValidatedCluster;
+
+/// The shared settings, named after the `floe` flags' environment variables.
+pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
+    let c = &cluster.name;
+    let ns = &cluster.namespace;
+    let controllers = 0..cluster.controllers.replicas;
+    let mut data = BTreeMap::from([
+        ("FLOE_CLUSTER".to_string(), c.clone()),
+        ("FLOE_OBJECT_STORE".to_string(), cluster.object_store.url()),
+        (
+            "FLOE_WAL_MODE".to_string(),
+            cluster.brokers.wal_mode.as_str().to_string(),
+        ),
+        (
+            "FLOE_LISTEN".to_string(),
+            format!("0.0.0.0:{}", cluster.listener.port),
+        ),
+        (
+            // Brokers (and the operator) reach the metadata quorum here.
+            "FLOE_CONTROLLERS".to_string(),
+            controllers
+                .clone()
+                .map(|i| format!("{}:{METADATA_PORT}", names::controller_host(c, ns, i)))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            // Raft voters: `<node id>=<host>:<port>`, the id being the pod ordinal.
+            "FLOE_RAFT_PEERS".to_string(),
+            controllers
+                .map(|i| format!("{i}={}:{RAFT_PORT}", names::controller_host(c, ns, i)))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    if let Some(region) = &cluster.object_store.region {
+        data.insert("AWS_REGION".to_string(), region.clone());
+    }
+    if let Some(endpoint) = &cluster.object_store.endpoint {
+        data.insert("AWS_ENDPOINT_URL".to_string(), endpoint.clone());
+    }
+    ConfigMap {
+        metadata: metadata(cluster, names::config_map(c), None),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// A stable hash of the ConfigMap's data (64-bit FNV-1a over the sorted
+/// entries, hex): the same on every build and every Rust version, unlike
+/// `std`'s `DefaultHasher`.
+pub fn config_hash(config_map: &ConfigMap) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = OFFSET;
+    for (k, v) in config_map.data.iter().flatten() {
+        for byte in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    }
+    format!("{hash:016x}")
+}
