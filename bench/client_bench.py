@@ -38,7 +38,7 @@ def start_floe(binary, wal_mode):
     data = tempfile.mkdtemp(prefix="floe-bench-")
     log = open(os.path.join(data, "floe.log"), "w")
     proc = subprocess.Popen(
-        [binary, "local", "--data-dir", os.path.join(data, "d"), "--listen", f"127.0.0.1:{port}",
+        [binary, "local", "--data-dir", os.path.join(data, "d"), "--listen", f"127.0.0.1:{port}", "--metrics-listen", "127.0.0.1:0",
          "--wal-mode", wal_mode],
         stdout=log, stderr=log)
     deadline = time.time() + 30

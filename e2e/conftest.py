@@ -99,6 +99,8 @@ class FloeProcess:
             str(self.data_dir),
             "--listen",
             self.bootstrap,
+            "--metrics-listen",
+            "127.0.0.1:0",
         ]
         # suite-wide choices from the environment, unless the test sets them itself
         for flag, var in (("--object-store", "FLOE_E2E_OBJECT_STORE"), ("--wal-mode", "FLOE_E2E_WAL_MODE")):

@@ -31,6 +31,7 @@ pub struct Broker {
     pub groups: floe_group::GroupCoordinator,
     pub producer_ids: crate::handler::produce::ProducerIds,
     pub gc: crate::gc::Gc,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What to do with a request that could not be served.
@@ -63,6 +64,13 @@ impl Broker {
         req: RawRequest,
         peer: &str,
     ) -> Result<Option<Bytes>, DispatchError> {
+        let api = api::name(req.api_key);
+        let result = self.handle(req, peer).await;
+        self.metrics.request(api, result.is_ok());
+        result
+    }
+
+    async fn handle(&self, req: RawRequest, peer: &str) -> Result<Option<Bytes>, DispatchError> {
         let api = req.api_key;
         let version = req.header.request_api_version;
         let correlation_id = req.header.correlation_id;

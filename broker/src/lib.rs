@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod gc;
 pub mod handler;
 pub mod local;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod storage;

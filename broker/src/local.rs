@@ -45,6 +45,9 @@ pub struct LocalArgs {
     /// Largest request accepted, in bytes (larger ones close the connection).
     #[arg(long, env = "FLOE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "FLOE_METRICS_LISTEN", default_value = "127.0.0.1:9644")]
+    pub metrics_listen: SocketAddr,
     /// Most client connections served at once.
     #[arg(long, env = "FLOE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -120,6 +123,8 @@ impl LocalArgs {
 pub struct LocalNode {
     pub broker: Arc<Broker>,
     pub addr: SocketAddr,
+    /// Where /metrics, /healthz and /readyz are served.
+    pub metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
@@ -200,6 +205,7 @@ impl LocalNode {
             storage,
             groups,
             producer_ids: Default::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             gc,
         });
         let (host, port) = (
@@ -224,6 +230,21 @@ impl LocalNode {
             args.max_connections,
             shutdown.clone(),
         ));
+        let metrics_listener = TcpListener::bind(args.metrics_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for metrics (set --metrics-listen)",
+                    args.metrics_listen
+                )
+            })?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            broker.metrics.clone(),
+            broker.storage.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(maintenance(
             broker.clone(),
             Duration::from_millis(args.maintenance_interval_ms.max(100)),
@@ -233,10 +254,12 @@ impl LocalNode {
             },
             shutdown.clone(),
         ));
+        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
         tracing::info!(%addr, data_dir = %data_dir.display(), objects = url, "Floe is ready");
         Ok(LocalNode {
             broker,
             addr,
+            metrics_addr,
             shutdown,
             server,
         })

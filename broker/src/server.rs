@@ -47,9 +47,11 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = connection(socket, broker, shutdown).await {
+                broker.metrics.connections.inc();
+                if let Err(e) = connection(socket, broker.clone(), shutdown).await {
                     tracing::debug!(error = %e, "connection closed");
                 }
+                broker.metrics.connections.dec();
                 drop(permit);
             }
             .instrument(tracing::debug_span!("conn", %peer)),

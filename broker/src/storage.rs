@@ -413,6 +413,11 @@ impl Storage {
         }
     }
 
+    /// Bytes appended but not yet committed to object storage.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Relaxed)
+    }
+
     pub fn watermarks(&self, id: PartitionId) -> Option<Watermarks> {
         let p = self.partition(id)?;
         let s = p.lock();

@@ -43,6 +43,8 @@ async fn start_node() -> (LocalNode, tempfile::TempDir) {
         "hostile-input".as_ref(),
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
+        "--metrics-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
         "--data-dir".as_ref(),
         dir.path().as_os_str(),
         "--upload-interval-ms".as_ref(),
@@ -345,6 +347,8 @@ async fn start_floe() -> Floe {
         .arg("local")
         .arg("--listen")
         .arg(addr.to_string())
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path())
         .env("FLOE_LOG", "warn")

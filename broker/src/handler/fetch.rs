@@ -116,11 +116,13 @@ pub async fn fetch(b: &Broker, req: FetchRequest, _version: i16) -> FetchRespons
         }
         let now = tokio::time::Instant::now();
         if errors || total >= min_bytes.max(1) || now >= deadline || watches.is_empty() {
+            b.metrics.fetch_bytes.inc_by(total as u64);
             return r;
         }
         let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline: answer with what we have (usually nothing).
+            b.metrics.fetch_bytes.inc_by(total as u64);
             return r;
         }
     }

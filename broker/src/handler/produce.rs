@@ -117,6 +117,10 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                 };
                 match appended {
                     Ok(a) => {
+                        if !a.duplicate {
+                            b.metrics.produce_bytes.inc_by(records.len() as u64);
+                            b.metrics.produce_records_batches.inc();
+                        }
                         out.base_offset = a.base_offset;
                         out.log_start_offset = a.log_start_offset;
                     }

@@ -51,6 +51,39 @@ pub fn supported() -> impl Iterator<Item = Supported> {
     })
 }
 
+/// A fixed, bounded name for metric labels (never a `Debug` string).
+pub fn name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::DeleteRecords => "delete_records",
+        ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+        ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::OffsetDelete => "offset_delete",
+        ApiKey::DescribeCluster => "describe_cluster",
+        _ => "other",
+    }
+}
+
 /// The version range for `key`, if we serve it.
 pub fn range(key: ApiKey) -> Option<Supported> {
     supported().find(|s| s.key == key)
@@ -74,5 +107,8 @@ mod tests {
         assert!(is_supported(ApiKey::Produce, 9));
         assert!(!is_supported(ApiKey::Produce, 2));
         assert!(!is_supported(ApiKey::EndTxn, 0));
+        for s in supported() {
+            assert_ne!(name(s.key), "other", "{:?} needs a metric name", s.key);
+        }
     }
 }
