@@ -148,12 +148,33 @@ fn acknowledged_appends_survive_sigkill() {
         "crash_recovery: WAL {wal_files} segments / {wal_bytes} bytes; {objects} objects / {object_bytes} bytes"
     );
     assert!(objects > iterations, "uploads are not happening");
+    let compacted = count_compacted(&data.join("objects").join("data"));
+    eprintln!("crash_recovery: {compacted} compacted objects");
+    assert!(
+        compacted > 0,
+        "compaction is not happening, so no kill landed mid-compaction"
+    );
     // Trimming keeps up: what is left in the WAL is a small part of the data.
     assert!(
         wal_bytes * 4 < object_bytes,
         "the WAL is not being trimmed ({wal_bytes} bytes left, {object_bytes} bytes uploaded)"
     );
     runtime.block_on(verify(&data, &acks));
+}
+
+/// Objects written by compaction (their keys end in `-c.floe`), recursively.
+fn count_compacted(dir: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.metadata().unwrap().is_dir() {
+                n += count_compacted(&e.path());
+            } else if e.file_name().to_string_lossy().ends_with("-c.floe") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Files and bytes under `dir`, recursively.

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use floe_broker::cluster::Cluster;
+use floe_broker::storage::compactor::CompactionConfig;
 use floe_broker::storage::objects::Objects;
 use floe_broker::storage::{Storage, StorageConfig, WalMode};
 use floe_controller::model::{Command, PartitionId};
@@ -102,6 +103,21 @@ async fn workload(data_dir: &Path, run: u64) -> anyhow::Result<()> {
         ids.push(id);
     }
     emit("READY");
+    // Compaction runs all the time too, so kills land mid-compaction (between
+    // its PUT and its index swap) as well as mid-append and mid-upload.
+    let compactor = storage.clone();
+    tokio::spawn(async move {
+        let cfg = CompactionConfig {
+            small_entry_bytes: 256 << 10,
+            target_bytes: 1 << 20,
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if let Err(e) = compactor.maintain(cfg).await {
+                eprintln!("maintenance: {e}");
+            }
+        }
+    });
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let storage = storage.clone();
