@@ -43,6 +43,17 @@ pub enum ObjectsError {
     },
 }
 
+/// Retries with exponential backoff on throttling (503 SlowDown), 5xx and
+/// timeouts, bounded in count and time so a dead store surfaces as an error
+/// (the uploader then retries the round with its own backoff).
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
 /// Request counters by purpose (exported as metrics later).
 #[derive(Debug, Default)]
 pub struct ObjectStats {
@@ -91,6 +102,31 @@ impl Objects {
                     Objects::s3(bucket, prefix, endpoint.as_deref(), None, None, None)?;
                 objects.description = url.to_owned();
                 return Ok(objects);
+            } else if let Some(rest) = url.strip_prefix("gs://") {
+                // Credentials from GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS.
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(|source| ObjectsError::Configure {
+                        url: url.to_owned(),
+                        source,
+                    })?;
+                (Arc::new(gcs), prefix.trim_matches('/').to_owned())
+            } else if let Some(rest) = url.strip_prefix("az://") {
+                // Account and key from AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY
+                // (or AZURE_STORAGE_USE_EMULATOR=true for Azurite).
+                let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let azure = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(|source| ObjectsError::Configure {
+                        url: url.to_owned(),
+                        source,
+                    })?;
+                (Arc::new(azure), prefix.trim_matches('/').to_owned())
             } else {
                 return Err(ObjectsError::UnsupportedUrl {
                     url: url.to_owned(),
@@ -121,11 +157,7 @@ impl Objects {
         let url = format!("s3://{bucket}/{prefix}");
         let mut b = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_retry(object_store::RetryConfig {
-                backoff: object_store::BackoffConfig::default(),
-                max_retries: 10,
-                retry_timeout: Duration::from_secs(60),
-            });
+            .with_retry(retry_config());
         if let Some(endpoint) = endpoint {
             b = b
                 .with_endpoint(endpoint)
