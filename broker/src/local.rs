@@ -67,10 +67,10 @@ pub struct LocalArgs {
     #[arg(long, env = "FLOE_MAINTENANCE_INTERVAL_MS", default_value_t = 60_000)]
     pub maintenance_interval_ms: u64,
     /// Index entries smaller than this are merged into per-partition objects.
-    #[arg(long, env = "FLOE_COMPACT_SMALL_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, env = "FLOE_COMPACT_SMALL_BYTES", default_value_t = 2 << 20)]
     pub compact_small_bytes: u64,
     /// Largest object compaction writes.
-    #[arg(long, env = "FLOE_COMPACT_TARGET_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "FLOE_COMPACT_TARGET_BYTES", default_value_t = 8 << 20)]
     pub compact_target_bytes: u64,
     /// Seconds an unreferenced object is kept before deletion.
     #[arg(long, env = "FLOE_GC_GRACE_SECS", default_value_t = 300)]

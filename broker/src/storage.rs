@@ -179,6 +179,8 @@ pub struct Storage {
     /// Bumped after every upload round; flush waits on it.
     uploaded: watch::Sender<u64>,
     shutting_down: AtomicBool,
+    /// Set by flush and fence: upload now, whatever the size.
+    flush_requested: AtomicBool,
     /// A weak handle to itself, for background work it spawns (read-ahead).
     me: Weak<Storage>,
 }
@@ -234,6 +236,7 @@ impl Storage {
             upload_wake: Arc::new(Notify::new()),
             uploaded: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),
+            flush_requested: AtomicBool::new(false),
         });
         tokio::spawn(uploader::run(Arc::downgrade(&storage)));
         Ok(storage)
@@ -621,6 +624,7 @@ impl Storage {
                 return;
             }
             let mut rx = self.uploaded.subscribe();
+            self.flush_requested.store(true, Ordering::Release);
             self.upload_wake.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
         }
@@ -664,6 +668,7 @@ impl Storage {
                 return Err(FenceError::FlushTimedOut { behind, timeout });
             }
             let mut rx = self.uploaded.subscribe();
+            self.flush_requested.store(true, Ordering::Release);
             self.upload_wake.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
         }

@@ -3,7 +3,8 @@
 //!
 //! Phases, all under one scratch directory on the filesystem being measured:
 //! 1. raw write + `fdatasync` of `--raw-write-bytes` (the floor any durable
-//!    append pays);
+//!    append pays) and of `--raw-large-write-bytes` (the disk's durable
+//!    bandwidth with large groups);
 //! 2. `volume` mode: concurrent appenders, ack latency, PUTs per GB; then
 //!    tail reads of just-appended data, then catch-up reads of everything
 //!    through a freshly opened engine with no hot tail and a cold cache, so
@@ -71,7 +72,11 @@ struct Args {
     /// Size of each write in the raw fsync baseline.
     #[arg(long, env = "FLOE_BENCH_RAW_WRITE_BYTES", default_value_t = 64 << 10)]
     raw_write_bytes: usize,
-    /// Seconds of raw write + fdatasync.
+    /// Size of each write in a second raw baseline: the disk's durable bandwidth
+    /// with large groups (the ceiling for any group-committing WAL here).
+    #[arg(long, env = "FLOE_BENCH_RAW_LARGE_WRITE_BYTES", default_value_t = 1 << 20)]
+    raw_large_write_bytes: usize,
+    /// Seconds of raw write + fdatasync (each size).
     #[arg(long, env = "FLOE_BENCH_RAW_SECS", default_value_t = 3.0)]
     raw_secs: f64,
     /// Seconds of single-appender `volume` appends (latency without queueing); 0 skips.
@@ -86,6 +91,9 @@ struct Args {
     /// Upload interval in ms (default as `floe local`: 1000 volume, 100 object).
     #[arg(long, env = "FLOE_BENCH_UPLOAD_INTERVAL_MS")]
     upload_interval_ms: Option<u64>,
+    /// WAL segment size (as `floe local`: 64 MiB).
+    #[arg(long, env = "FLOE_BENCH_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    wal_segment_bytes: u64,
     /// Hot tail per partition during the append phases.
     #[arg(long, env = "FLOE_BENCH_HOT_TAIL_BYTES", default_value_t = 8 << 20)]
     hot_tail_bytes: usize,
@@ -194,11 +202,15 @@ struct ReadResult {
 #[derive(Debug, Serialize)]
 struct Report {
     cores: usize,
+    /// 1-minute load average before and after (other work on the machine skews results).
+    loadavg_start: f64,
+    loadavg_end: f64,
     dir: String,
     objects: ObjectsKind,
     partitions: i32,
     batch_bytes: usize,
     raw_fsync: RawFsync,
+    raw_fsync_large: RawFsync,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_probe: Option<AppendResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -248,17 +260,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
+    let loadavg_start = loadavg();
     eprintln!("raw write+fdatasync baseline in {}", scratch.display());
     let raw_dir = scratch.to_owned();
     let (bytes, secs) = (args.raw_write_bytes, args.raw_secs);
-    let raw_fsync = tokio::task::spawn_blocking(move || raw_fsync(&raw_dir, bytes, secs)).await??;
+    let raw_fsync =
+        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs)).await??;
+    let raw_dir = scratch.to_owned();
+    let bytes = args.raw_large_write_bytes;
+    let raw_fsync_large =
+        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs)).await??;
     let mut report = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        loadavg_start,
+        loadavg_end: 0.0,
         dir: scratch.display().to_string(),
         objects: args.objects,
         partitions: args.partitions,
         batch_bytes: batch(args.batch_bytes, args.record_bytes).len(),
         raw_fsync,
+        raw_fsync_large,
         volume_probe: None,
         volume: None,
         volume_broker_added_p99_us: None,
@@ -308,11 +329,20 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         );
         engine.close().await;
     }
+    report.loadavg_end = loadavg();
     Ok(report)
 }
 
+/// The 1-minute load average (0 where /proc is missing).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Append-and-fdatasync to one file, as the WAL does with one group.
-fn raw_fsync(dir: &Path, write_bytes: usize, secs: f64) -> anyhow::Result<RawFsync> {
+fn measure_fsync(dir: &Path, write_bytes: usize, secs: f64) -> anyhow::Result<RawFsync> {
     let path = dir.join("raw-fsync.bin");
     let mut f = std::fs::OpenOptions::new()
         .create_new(true)
@@ -390,7 +420,7 @@ impl Engine {
         let cfg = StorageConfig {
             wal_mode: mode,
             wal_dir: dir.join("wal"),
-            wal_segment_bytes: 64 << 20,
+            wal_segment_bytes: args.wal_segment_bytes,
             broker_id: 1,
             upload_bytes: args.upload_bytes,
             upload_interval: Duration::from_millis(interval),

@@ -29,8 +29,10 @@ pub struct CompactionConfig {
 impl Default for CompactionConfig {
     fn default() -> Self {
         CompactionConfig {
-            small_entry_bytes: 8 << 20,
-            target_bytes: 64 << 20,
+            small_entry_bytes: 2 << 20,
+            // One entry per compacted object, bounded like upload entries so
+            // a catch-up read is one bounded range GET.
+            target_bytes: super::uploader::MAX_ENTRY_BYTES as u64,
         }
     }
 }

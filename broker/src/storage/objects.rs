@@ -218,19 +218,21 @@ impl Objects {
     /// Write a new object; never overwrites. A retry that finds its own
     /// unique key already present means an earlier attempt landed.
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<(), ObjectsError> {
+        self.put_new_parts(key, vec![data]).await
+    }
+
+    /// [`put_new`](Self::put_new) of the concatenation of `parts`, without copying them.
+    pub async fn put_new_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<(), ObjectsError> {
+        let data: PutPayload = parts.into_iter().collect();
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .put_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add(data.content_length() as u64, Ordering::Relaxed);
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .store
-            .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
-            .await
-        {
+        match self.store.put_opts(&self.path(key), data, opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(source) => Err(ObjectsError::Request {
                 op: "PUT",

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta};
 
 use super::partition::Partition;
@@ -21,9 +21,12 @@ use super::{Storage, WalMode};
 
 /// An object never grows past this; the rest waits for the next round.
 const MAX_OBJECT_BYTES: usize = 64 << 20;
+/// One index entry (one range GET for a catch-up reader) never exceeds this.
+pub const MAX_ENTRY_BYTES: usize = 8 << 20;
 
 pub(crate) async fn run(storage: Weak<Storage>) {
     let mut backoff = Duration::from_millis(50);
+    let mut last_round = tokio::time::Instant::now();
     loop {
         // Wait without holding the storage, so dropping it ends this task.
         let Some((wake, interval)) = storage
@@ -32,11 +35,22 @@ pub(crate) async fn run(storage: Weak<Storage>) {
         else {
             return;
         };
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
+        let timer = tokio::time::sleep_until(last_round + interval);
+        let timed_out = tokio::select! {
+            _ = wake.notified() => false,
+            _ = timer => true,
+        };
         let Some(s) = storage.upgrade() else { return };
+        // Wakes that arrived during the last round leave a permit behind; only
+        // a full object's worth, a flush or the interval justifies a PUT, so
+        // objects stay large (few PUTs per GB).
+        let due = timed_out
+            || s.flush_requested.swap(false, Ordering::AcqRel)
+            || s.pending_bytes.load(Ordering::Relaxed) >= s.cfg.upload_bytes;
+        if !due {
+            continue;
+        }
+        last_round = tokio::time::Instant::now();
         loop {
             match round(&s).await {
                 Ok(more) => {
@@ -64,6 +78,14 @@ struct Part {
     producers: ProducerStates,
 }
 
+/// What one partition contributes to an upload, taken under its lock.
+struct Pending {
+    batches: Vec<super::partition::TailBatch>,
+    committed_end: i64,
+    leader_epoch: i32,
+    producers: ProducerStates,
+}
+
 /// One upload. Returns whether more data is waiting (the object was full).
 async fn round(s: &Storage) -> Result<bool, String> {
     let partitions: Vec<Arc<Partition>> = s
@@ -73,71 +95,116 @@ async fn round(s: &Storage) -> Result<bool, String> {
         .values()
         .cloned()
         .collect();
-    let mut body = BytesMut::new();
+    let mut parts_bytes: Vec<Bytes> = Vec::new();
+    let mut size = 0usize;
     let mut entries = Vec::new();
     let mut parts = Vec::new();
     let mut full = false;
     let key = object_key(s.cfg.broker_id);
     for p in partitions {
-        if body.len() >= MAX_OBJECT_BYTES {
+        if size >= MAX_OBJECT_BYTES {
             full = true;
             break;
         }
-        let st = p.lock();
-        let limit = match s.cfg.wal_mode {
-            WalMode::Volume => st.durable_end,
-            WalMode::Object => st.next_offset,
+        // Only cheap handle clones under the lock: appenders must not wait
+        // for the copy of an upload.
+        let pending = {
+            let st = p.lock();
+            let limit = match s.cfg.wal_mode {
+                WalMode::Volume => st.durable_end,
+                WalMode::Object => st.next_offset,
+            };
+            Pending {
+                batches: st.pending_upload(limit),
+                committed_end: st.committed_end,
+                leader_epoch: st.leader_epoch,
+                producers: st.committed_producers.clone(),
+            }
         };
-        let batches = st.pending_upload(limit);
-        if batches.is_empty() {
+        if pending.batches.is_empty() {
             continue;
         }
-        let mut producers = st.committed_producers.clone();
-        let start = body.len();
-        let mut end = st.committed_end;
+        let mut producers = pending.producers;
+        let mut base = pending.committed_end;
+        let mut end = base;
+        let mut entry_start = size;
         let mut max_timestamp = -1;
-        for b in &batches {
-            if body.len() >= MAX_OBJECT_BYTES {
+        let part_start = size;
+        let close_entry = |entries: &mut Vec<IndexCommit>,
+                           producers: &ProducerStates,
+                           base: i64,
+                           end: i64,
+                           from: usize,
+                           to: usize,
+                           max_ts: i64| {
+            entries.push(IndexCommit {
+                partition: p.id,
+                entry: IndexEntry {
+                    base_offset: base,
+                    end_offset: end,
+                    leader_epoch: pending.leader_epoch,
+                    object_key: key.clone(),
+                    byte_start: from as u64,
+                    byte_len: (to - from) as u64,
+                    max_timestamp: max_ts,
+                },
+                producers: producers.snapshots(),
+            });
+        };
+        for b in &pending.batches {
+            if size >= MAX_OBJECT_BYTES {
                 full = true;
                 break;
             }
+            // Bounded entries keep catch-up reads to bounded range GETs.
+            if size > entry_start && size - entry_start + b.bytes.len() > MAX_ENTRY_BYTES {
+                close_entry(
+                    &mut entries,
+                    &producers,
+                    base,
+                    end,
+                    entry_start,
+                    size,
+                    max_timestamp,
+                );
+                base = end;
+                entry_start = size;
+                max_timestamp = -1;
+            }
             producers.observe(&b.header, b.base);
-            body.extend_from_slice(&b.bytes);
+            parts_bytes.push(b.bytes.clone());
+            size += b.bytes.len();
             end = b.end;
             max_timestamp = max_timestamp.max(b.max_timestamp);
         }
-        entries.push(IndexCommit {
-            partition: p.id,
-            entry: IndexEntry {
-                base_offset: st.committed_end,
-                end_offset: end,
-                leader_epoch: st.leader_epoch,
-                object_key: key.clone(),
-                byte_start: start as u64,
-                byte_len: (body.len() - start) as u64,
+        if size > entry_start {
+            close_entry(
+                &mut entries,
+                &producers,
+                base,
+                end,
+                entry_start,
+                size,
                 max_timestamp,
-            },
-            producers: producers.snapshots(),
-        });
-        drop(st);
+            );
+        }
         parts.push(Part {
             partition: p,
             end,
-            bytes: body.len() - start,
+            bytes: size - part_start,
             producers,
         });
     }
     if entries.is_empty() {
         return Ok(false);
     }
-    let size = body.len() as u64;
     s.objects
-        .put_new(&key, body.freeze())
+        .put_new_parts(&key, parts_bytes)
         .await
         .map_err(|e| e.to_string())?;
     let meta = ObjectMeta {
         key: key.clone(),
-        size,
+        size: size as u64,
         created_ms: now_ms(),
         live_entries: entries.len() as u64,
     };

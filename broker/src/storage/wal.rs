@@ -128,7 +128,27 @@ impl Wal {
             max_end: HashMap::new(),
         });
         let (tx, rx) = mpsc::channel();
+        let (unlinker, unlink_rx) = mpsc::channel::<Vec<PathBuf>>();
+        let unlink_dir = dir.to_owned();
+        thread::Builder::new()
+            .name("floe-wal-trim".into())
+            .spawn(move || {
+                // Ends when the writer (the only sender) is gone.
+                while let Ok(paths) = unlink_rx.recv() {
+                    for path in paths {
+                        if let Err(e) = fs::remove_file(&path) {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot delete trimmed WAL segment");
+                        }
+                    }
+                    sync_dir(&unlink_dir);
+                }
+            })
+            .map_err(|source| WalError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
         let mut writer = Writer {
+            unlinker,
             dir: dir.to_owned(),
             file: active.0,
             size: SEGMENT_HEADER_LEN as u64,
@@ -181,6 +201,8 @@ impl Drop for Wal {
 }
 
 struct Writer {
+    /// Deletes trimmed segments on a thread of its own.
+    unlinker: mpsc::Sender<Vec<PathBuf>>,
     dir: PathBuf,
     file: File,
     size: u64,
@@ -295,15 +317,15 @@ impl Writer {
             if !done {
                 break;
             }
-            if let Err(e) = fs::remove_file(&seg.path) {
-                tracing::warn!(path = %seg.path.display(), error = %e, "cannot delete trimmed WAL segment");
-                break;
-            }
             removed += 1;
         }
         if removed > 0 {
-            self.segments.drain(..removed);
-            sync_dir(&self.dir);
+            // Unlinking a large segment takes milliseconds: do it off the
+            // writer thread so it never delays a group commit. Covered
+            // segments hold only committed records, which recovery skips, so
+            // a crash before the unlink is harmless.
+            let paths = self.segments.drain(..removed).map(|s| s.path).collect();
+            let _ = self.unlinker.send(paths);
         }
     }
 }
@@ -656,6 +678,17 @@ mod tests {
         );
     }
 
+    /// Unlinks happen on their own thread: wait (bounded) for the count.
+    async fn eventually(dir: &Path, count: usize) {
+        for _ in 0..200 {
+            if segments(dir).len() == count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(segments(dir).len(), count, "{:?}", segments(dir));
+    }
+
     #[tokio::test]
     async fn trim_deletes_only_fully_committed_closed_segments() {
         let dir = tempfile::tempdir().unwrap();
@@ -670,10 +703,11 @@ mod tests {
         // Partition 0 committed up to 1: only the first segment is covered.
         wal.trim(HashMap::from([(pid(0), 1), (pid(1), 0)]));
         append(&wal, vec![]).await;
-        assert_eq!(segments(dir.path()).len(), 3);
+        eventually(dir.path(), 3).await;
         // Partition 1 gone (deleted topic), partition 0 fully committed.
         wal.trim(HashMap::from([(pid(0), 2)]));
         append(&wal, vec![]).await;
+        eventually(dir.path(), 1).await;
         let left = segments(dir.path());
         assert_eq!(left.len(), 1, "only the active segment remains: {left:?}");
         drop(wal);
