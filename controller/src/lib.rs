@@ -7,6 +7,8 @@
 //! a cluster, applying the same commands with the same [`apply`]).
 
 pub mod model;
+#[cfg(feature = "raft")]
+pub mod raft;
 pub mod store;
 
 pub use model::{apply, ApplyError, Command, MetadataState, Outcome, PartitionId};

@@ -21,8 +21,8 @@
 //! `last_applied`; older records are skipped, which is what makes a crash
 //! between writing a snapshot and truncating the log harmless.
 
-mod log;
-mod snapshot;
+pub(crate) mod log;
+pub(crate) mod snapshot;
 #[cfg(test)]
 mod tests;
 

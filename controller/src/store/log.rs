@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::model::Command;
 
 /// Length and checksum, each a little-endian u32.
-pub(super) const HEADER_LEN: usize = 8;
+pub(crate) const HEADER_LEN: usize = 8;
 
 /// One decoded log record.
 #[derive(Deserialize)]
@@ -21,7 +21,7 @@ pub(super) struct Record {
 }
 
 /// A checksummed record payload and the byte offset of its header.
-pub(super) struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     pub offset: u64,
     pub payload: &'a [u8],
 }
@@ -33,14 +33,21 @@ pub(super) struct Frame<'a> {
 /// serialized (the only fallible step) before the store applies it.
 pub(super) fn encode(index: u64, command_json: &[u8]) -> Option<Vec<u8>> {
     let prefix = format!("{{\"index\":{index},\"command\":");
-    let payload_len = prefix.len() + command_json.len() + 1;
-    let len = u32::try_from(payload_len).ok()?;
+    frame(&[prefix.as_bytes(), command_json, b"}"])
+}
+
+/// Frames the concatenation of `parts` as one record (the Raft log store
+/// frames its entries this way too), or `None` if it would not fit the u32
+/// length field or is empty (an empty payload never reads back as valid).
+pub(crate) fn frame(parts: &[&[u8]]) -> Option<Vec<u8>> {
+    let payload_len: usize = parts.iter().map(|part| part.len()).sum();
+    let len = u32::try_from(payload_len).ok().filter(|&len| len > 0)?;
     let mut record = Vec::with_capacity(HEADER_LEN + payload_len);
     record.extend_from_slice(&len.to_le_bytes());
     record.extend_from_slice(&[0; 4]);
-    record.extend_from_slice(prefix.as_bytes());
-    record.extend_from_slice(command_json);
-    record.push(b'}');
+    for part in parts {
+        record.extend_from_slice(part);
+    }
     let crc = crc32c::crc32c(&record[HEADER_LEN..]);
     record[4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     Some(record)
@@ -48,7 +55,7 @@ pub(super) fn encode(index: u64, command_json: &[u8]) -> Option<Vec<u8>> {
 
 /// The frames of `log` up to the first byte that does not start a valid
 /// frame, and the length of that valid prefix.
-pub(super) fn frames(log: &[u8]) -> (Vec<Frame<'_>>, usize) {
+pub(crate) fn frames(log: &[u8]) -> (Vec<Frame<'_>>, usize) {
     let mut found = Vec::new();
     let mut pos = 0;
     while let Some(payload) = frame_at(log, pos) {
@@ -67,7 +74,7 @@ pub(super) fn frames(log: &[u8]) -> (Vec<Frame<'_>>, usize) {
 /// too. It is cheap: JSON text and zero fill both decode as lengths that
 /// cannot fit (or are 0), so a checksum is computed almost nowhere, and the
 /// search runs only when a log does not end cleanly.
-pub(super) fn next_valid_frame(log: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_valid_frame(log: &[u8], from: usize) -> Option<usize> {
     (from..log.len()).find(|&pos| frame_at(log, pos).is_some())
 }
 

@@ -90,7 +90,7 @@ fn write_durably(state: &MetadataState, tmp: &Path, path: &Path) -> std::io::Res
 }
 
 /// Makes a rename or a file creation in `path`'s directory durable.
-pub(super) fn sync_parent(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -1,0 +1,284 @@
+//! `StateMachine`: applies committed Raft entries with the pure
+//! [`apply`](crate::apply) and builds and installs snapshots.
+//!
+//! Contract: entries are applied in log order and the Raft log index is the
+//! command index, so every replica that applies the same log reaches the same
+//! [`MetadataState`]; a refused command is a deterministic answer
+//! (`Err(ApplyError)`), not a storage failure. The state lives in memory; it
+//! is made durable by the Raft log plus the last snapshot, which is written
+//! (atomically, fsynced) before it is reported built or installed. On open
+//! the state is the snapshot's; openraft re-applies the committed entries
+//! after it.
+//!
+//! A snapshot (file `raft-snapshot.json`, and the bytes sent to a lagging
+//! follower) is the JSON `{"version", "meta", "state"}`: the state with its
+//! last applied log id and membership.
+
+use std::io::{Cursor, ErrorKind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::files::{blocking, create_dir, write_atomic};
+use super::{NodeId, Response, StorageError, TypeConfig};
+use crate::model::{apply, MetadataState, Outcome};
+
+const SNAPSHOT_FILE: &str = "raft-snapshot.json";
+/// Bumped when the snapshot's shape changes incompatibly.
+const FORMAT_VERSION: u32 = 1;
+
+/// The replicated state machine of one controller. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    dir: PathBuf,
+    applied: Arc<RwLock<Applied>>,
+    /// The last snapshot built or installed: its meta and its bytes.
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+/// A snapshot's meta and its bytes.
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+/// The state and how far it got.
+#[derive(Debug, Clone, Default)]
+struct Applied {
+    state: MetadataState,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    version: u32,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    state: MetadataState,
+}
+
+fn decode(bytes: &[u8]) -> std::io::Result<SnapshotFile> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let invalid = |e: serde_json::Error| std::io::Error::new(ErrorKind::InvalidData, e);
+    let Version { version } = serde_json::from_slice(bytes).map_err(invalid)?;
+    if version != FORMAT_VERSION {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "snapshot format version {version}; this Floe reads only version {FORMAT_VERSION}"
+            ),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(invalid)
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir`: the last snapshot's state, if any.
+    pub async fn open(dir: PathBuf) -> Result<StateMachine, StorageError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let dir_for_task = dir.clone();
+        let loaded = blocking(
+            move || {
+                create_dir(&dir_for_task)?;
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let file = decode(&bytes).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                Ok(Some((file, bytes)))
+            },
+            |e| StorageIOError::read_snapshot(None, e),
+        )
+        .await?;
+        let (applied, current) = match loaded {
+            None => (Applied::default(), None),
+            Some((file, bytes)) => (
+                Applied {
+                    state: file.state,
+                    last_applied: file.meta.last_log_id,
+                    membership: file.meta.last_membership.clone(),
+                },
+                Some((file.meta, bytes)),
+            ),
+        };
+        tracing::info!(dir = %dir.display(), last_applied = ?applied.last_applied, "Raft state machine opened");
+        Ok(StateMachine {
+            dir,
+            applied: Arc::new(RwLock::new(applied)),
+            current: Arc::new(Mutex::new(current)),
+        })
+    }
+
+    /// Runs `f` on the applied state and the log id of the last applied entry.
+    /// This is the local replica's view: not a linearizable read.
+    pub fn read<R>(&self, f: impl FnOnce(&MetadataState, Option<LogId<NodeId>>) -> R) -> R {
+        let applied = self.applied();
+        f(&applied.state, applied.last_applied)
+    }
+
+    fn applied(&self) -> RwLockReadGuard<'_, Applied> {
+        // `apply` never panics half-way (it checks before it mutates), so
+        // the data behind a poisoned lock is consistent.
+        self.applied.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn applied_mut(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_current(&self, meta: SnapshotMeta<NodeId, BasicNode>, bytes: Vec<u8>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta, bytes));
+    }
+
+    /// Writes `bytes` as the snapshot file, durably, off the reactor.
+    async fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let signature = meta.signature();
+        blocking(
+            move || write_atomic(&path, &bytes).map(|()| bytes),
+            move |e| StorageIOError::write_snapshot(Some(signature), e),
+        )
+        .await
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let file = {
+            let applied = self.applied();
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term, id.leader_id.node_id, id.index
+                ),
+                None => "empty".to_owned(),
+            };
+            SnapshotFile {
+                version: FORMAT_VERSION,
+                meta: SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                    snapshot_id,
+                },
+                state: applied.state.clone(),
+            }
+        };
+        let bytes = serde_json::to_vec(&file).map_err(|e| {
+            StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e))
+        })?;
+        let bytes = self.persist(&file.meta, bytes).await?;
+        self.set_current(file.meta.clone(), bytes.clone());
+        tracing::debug!(last_log_id = ?file.meta.last_log_id, bytes = bytes.len(), "Raft snapshot built");
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        let applied = self.applied();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.applied_mut();
+        let mut responses = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            if applied
+                .last_applied
+                .is_some_and(|last| log_id.index <= last.index)
+            {
+                let reason = format!(
+                    "entry {log_id} is not after the last applied {:?}",
+                    applied.last_applied
+                );
+                return Err(StorageIOError::apply(log_id, AnyError::error(reason)).into());
+            }
+            let response = match entry.payload {
+                EntryPayload::Blank => Ok(Outcome::Done),
+                EntryPayload::Normal(command) => apply(&mut applied.state, log_id.index, &command),
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(log_id), membership);
+                    Ok(Outcome::Done)
+                }
+            };
+            applied.last_applied = Some(log_id);
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let file = decode(&bytes).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        // The file on disk carries the meta openraft gave, whatever the
+        // sender wrote into the bytes.
+        let file = SnapshotFile {
+            version: FORMAT_VERSION,
+            meta: meta.clone(),
+            state: file.state,
+        };
+        let bytes = serde_json::to_vec(&file).map_err(|e| {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        let bytes = self.persist(meta, bytes).await?;
+        *self.applied_mut() = Applied {
+            state: file.state,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.set_current(meta.clone(), bytes);
+        tracing::info!(last_log_id = ?meta.last_log_id, "Raft snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(current.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

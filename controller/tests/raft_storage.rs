@@ -1,0 +1,140 @@
+//! The Raft log store and state machine against openraft's own storage
+//! conformance suite, plus what the suite does not cover: reopening from disk
+//! after appends, truncation and purge, and a torn final record.
+
+use std::io::Write;
+use std::path::Path;
+
+use floe_controller::model::Command;
+use floe_controller::raft::{open_storage, LogStore, StateMachine, StorageError, TypeConfig};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{log_id, StoreBuilder, Suite};
+use openraft::{Entry, EntryPayload, RaftLogReader, RaftSnapshotBuilder, Vote};
+use tempfile::TempDir;
+
+struct OnDisk;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for OnDisk {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (log, sm) = open_storage(dir.path()).await?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_conformance_suite() -> anyhow::Result<()> {
+    Ok(Suite::test_all(OnDisk)?)
+}
+
+fn register(id: i32) -> Command {
+    Command::RegisterBroker {
+        id,
+        host: format!("broker-{id}"),
+        port: 9092,
+        rack: None,
+    }
+}
+
+fn normal(term: u64, index: u64, cmd: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(term, 1, index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+async fn indexes(log: &mut LogStore) -> anyhow::Result<Vec<u64>> {
+    Ok(log
+        .try_get_log_entries(0..)
+        .await?
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect())
+}
+
+async fn reopen(dir: &Path) -> anyhow::Result<LogStore> {
+    Ok(LogStore::open(dir.to_owned()).await?)
+}
+
+#[tokio::test]
+async fn the_log_survives_reopening_after_append_truncate_and_purge() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut log = reopen(dir.path()).await?;
+    log.blocking_append((1..=6).map(|i| normal(1, i, register(i as i32))))
+        .await?;
+    log.save_vote(&Vote::new(2, 1)).await?;
+    log.truncate(log_id(1, 1, 5)).await?;
+    log.blocking_append([normal(2, 5, register(50))]).await?;
+    log.purge(log_id(1, 1, 2)).await?;
+    drop(log);
+
+    let mut log = reopen(dir.path()).await?;
+    assert_eq!(indexes(&mut log).await?, [3, 4, 5]);
+    let state = log.get_log_state().await?;
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 2)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 1, 5)));
+    assert_eq!(log.read_vote().await?, Some(Vote::new(2, 1)));
+    let fifth = log.try_get_log_entries(5..6).await?;
+    assert!(matches!(&fifth[0].payload, EntryPayload::Normal(cmd) if *cmd == register(50)));
+    // Appending after a purge-rewrite lands after the surviving records.
+    log.blocking_append([normal(2, 6, register(60))]).await?;
+    drop(log);
+    let mut log = reopen(dir.path()).await?;
+    assert_eq!(indexes(&mut log).await?, [3, 4, 5, 6]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_torn_final_record_is_cut_off_and_interior_damage_refuses_to_open() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let mut log = reopen(dir.path()).await?;
+    log.blocking_append((1..=3).map(|i| normal(1, i, register(i as i32))))
+        .await?;
+    drop(log);
+    let path = dir.path().join("raft-log");
+    let len = std::fs::metadata(&path)?.len();
+    // A crash mid-append: half a record at the end.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)?
+        .write_all(&[42, 0, 0, 0, 1, 2])?;
+    let mut log = reopen(dir.path()).await?;
+    assert_eq!(indexes(&mut log).await?, [1, 2, 3]);
+    assert_eq!(std::fs::metadata(&path)?.len(), len);
+    drop(log);
+
+    // A flipped byte inside the first record, with valid records after it.
+    let mut bytes = std::fs::read(&path)?;
+    bytes[12] ^= 0x20;
+    std::fs::write(&path, &bytes)?;
+    let err = LogStore::open(dir.path().to_owned())
+        .await
+        .expect_err("corruption must refuse to open");
+    assert!(err.to_string().contains("corrupt at byte 0"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_survives_reopening_the_state_machine() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut sm = StateMachine::open(dir.path().to_owned()).await?;
+    let responses = sm
+        .apply([normal(1, 1, register(7)), normal(1, 2, register(7))])
+        .await?;
+    assert_eq!(responses.len(), 2);
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 1, 2)));
+    let before = sm.read(|state, last| (state.clone(), last));
+    assert_eq!(
+        before.0.brokers[&7].epoch, 2,
+        "re-registration bumps the epoch"
+    );
+    drop(sm);
+
+    let mut sm = StateMachine::open(dir.path().to_owned()).await?;
+    assert_eq!(sm.read(|state, last| (state.clone(), last)), before);
+    let (applied, _) = sm.applied_state().await?;
+    assert_eq!(applied, Some(log_id(1, 1, 2)));
+    Ok(())
+}
