@@ -43,11 +43,9 @@ fn main() {
         (
             "metadata_v0",
             0,
-            RequestKind::Metadata(
-                MetadataRequest::default()
-                    .with_topics(Some(vec![MetadataRequestTopic::default()
-                        .with_name(Some(topic.clone()))])),
-            ),
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic.clone())),
+            ]))),
         ),
         (
             "produce_v9",
@@ -112,10 +110,19 @@ fn main() {
     // record_batch: flags byte (see the target), then batches or a segment.
     let mut two = BytesMut::from(&batch(1, 0, 0)[..]);
     two.extend_from_slice(&batch(4, 1, 10));
-    write(&root.join("record_batch/batch_one"), &[&[0u8][..], &batch(2, 0, 0)].concat());
-    write(&root.join("record_batch/batches_two"), &[&[0u8][..], &two].concat());
+    write(
+        &root.join("record_batch/batch_one"),
+        &[&[0u8][..], &batch(2, 0, 0)].concat(),
+    );
+    write(
+        &root.join("record_batch/batches_two"),
+        &[&[0u8][..], &two].concat(),
+    );
     let producer = batch_with(2, 0, 3, Some((42, 1, 10)));
-    write(&root.join("record_batch/batch_idempotent"), &[&[1u8][..], &producer].concat());
+    write(
+        &root.join("record_batch/batch_idempotent"),
+        &[&[1u8][..], &producer].concat(),
+    );
     let part = PartitionId {
         topic_id,
         partition: 3,
@@ -138,10 +145,19 @@ fn main() {
     ];
     let body = encode_for_test(&records);
     // Bit 1: the target prepends the segment header.
-    write(&root.join("record_batch/wal_segment"), &[&[2u8][..], &body].concat());
+    write(
+        &root.join("record_batch/wal_segment"),
+        &[&[2u8][..], &body].concat(),
+    );
     let torn = &body[..body.len() - 5];
-    write(&root.join("record_batch/wal_torn_tail"), &[&[2u8][..], torn].concat());
-    write(&root.join("record_batch/wal_not_last"), &[&[6u8][..], &body].concat());
+    write(
+        &root.join("record_batch/wal_torn_tail"),
+        &[&[2u8][..], torn].concat(),
+    );
+    write(
+        &root.join("record_batch/wal_not_last"),
+        &[&[6u8][..], &body].concat(),
+    );
 }
 
 fn api_key(req: &RequestKind) -> ApiKey {
