@@ -181,49 +181,10 @@ fn batch(n: i32, base_offset: i64, ts: i64) -> Bytes {
     batch_with(n, base_offset, ts, None)
 }
 
-/// A valid uncompressed v2 batch of `n` small records.
+/// A valid uncompressed v2 batch of `n` small records at `base_offset`.
 fn batch_with(n: i32, base_offset: i64, ts: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
-    let mut records = Vec::new();
-    for i in 0..n {
-        let value = format!("v{i}");
-        let mut body = vec![0u8];
-        varlong(&mut body, 0);
-        varlong(&mut body, i64::from(i));
-        varlong(&mut body, -1);
-        varlong(&mut body, value.len() as i64);
-        body.extend_from_slice(value.as_bytes());
-        varlong(&mut body, 0);
-        varlong(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
-    }
-    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
-    let mut b = Vec::new();
-    b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n - 1).to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&pid.to_be_bytes());
-    b.extend_from_slice(&epoch.to_be_bytes());
-    b.extend_from_slice(&seq.to_be_bytes());
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(b)
-}
-
-fn varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    let values: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+    let mut b = floe_broker::protocol::batch::encode_uncompressed(&values, producer, ts);
+    floe_broker::protocol::batch::patch(&mut b, base_offset, 0);
+    b.freeze()
 }

@@ -572,53 +572,12 @@ impl Engine {
     }
 }
 
-/// A valid uncompressed v2 batch of about `target` bytes of `value`-byte
-/// records (built like `make_batch` in the batch tests).
+/// A valid uncompressed v2 batch of about `target` bytes of `value`-byte records.
 fn batch(target: usize, value: usize) -> bytes::Bytes {
-    const HEADER_LEN: usize = 61;
-    let mut records = Vec::new();
-    let mut n = 0i32;
-    while n == 0 || HEADER_LEN + records.len() + value + 16 <= target {
-        let mut body = Vec::with_capacity(value + 16);
-        body.push(0u8); // attributes
-        put_varlong(&mut body, 0); // timestamp delta
-        put_varlong(&mut body, i64::from(n)); // offset delta
-        put_varlong(&mut body, -1); // null key
-        put_varlong(&mut body, value as i64);
-        body.extend((0..value).map(|i| (i * 131 + n as usize) as u8));
-        put_varlong(&mut body, 0); // no headers
-        put_varlong(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
-        n += 1;
-    }
-    let ts = 1_700_000_000_000i64;
-    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&0i32.to_be_bytes()); // length, set below
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes::Bytes::from(b)
-}
-
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    // ~16 bytes of record framing per value, 61 of batch header.
+    let n = ((target.saturating_sub(61)) / (value + 16)).max(1);
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|r| (0..value).map(|i| (i * 131 + r) as u8).collect())
+        .collect();
+    floe_broker::protocol::batch::encode_uncompressed(&values, None, 1_700_000_000_000).freeze()
 }

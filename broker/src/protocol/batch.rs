@@ -206,59 +206,71 @@ impl Iterator for BatchIter {
     }
 }
 
+/// Encode an uncompressed v2 record batch holding `values` (null keys, no
+/// headers) at base offset 0, optionally from an idempotent producer
+/// `(producer id, epoch, base sequence)`. For tools, tests and benchmarks:
+/// the broker itself never re-encodes what clients send.
+pub fn encode_uncompressed<V: AsRef<[u8]>>(
+    values: &[V],
+    producer: Option<(i64, i16, i32)>,
+    ts: i64,
+) -> BytesMut {
+    let mut records = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let value = value.as_ref();
+        let mut body = Vec::with_capacity(value.len() + 8);
+        body.push(0u8); // attributes
+        put_varlong(&mut body, 0); // timestamp delta
+        put_varlong(&mut body, i as i64); // offset delta
+        put_varlong(&mut body, -1); // null key
+        put_varlong(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varlong(&mut body, 0); // no headers
+        put_varlong(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let n = values.len() as i32;
+    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
+    let mut b = BytesMut::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.extend_from_slice(&[MAGIC_V2 as u8]);
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&ts.to_be_bytes()); // base timestamp
+    b.extend_from_slice(&ts.to_be_bytes()); // max timestamp
+    b.extend_from_slice(&pid.to_be_bytes());
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes()); // record count
+    b.extend_from_slice(&records);
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Zig-zag varint, as Kafka's record fields use.
+fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
 
-    /// Build a valid uncompressed v2 batch with `n` small records (test helper).
+    /// A valid uncompressed v2 batch with `n` small records.
     pub fn make_batch(n: i32, producer: Option<(i64, i16, i32)>, ts: i64) -> BytesMut {
-        let mut records = Vec::new();
-        for i in 0..n {
-            let value = format!("value-{i}");
-            let mut body = Vec::new();
-            body.push(0u8); // attributes
-            put_varlong(&mut body, 0); // timestamp delta
-            put_varlong(&mut body, i64::from(i)); // offset delta
-            put_varlong(&mut body, -1); // key null
-            put_varlong(&mut body, value.len() as i64);
-            body.extend_from_slice(value.as_bytes());
-            put_varlong(&mut body, 0); // headers
-            put_varlong(&mut records, body.len() as i64);
-            records.extend_from_slice(&body);
-        }
-        let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes()); // length, fixed below
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&0u32.to_be_bytes()); // crc, fixed below
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
-        b.extend_from_slice(&ts.to_be_bytes());
-        b.extend_from_slice(&ts.to_be_bytes());
-        b.extend_from_slice(&pid.to_be_bytes());
-        b.extend_from_slice(&epoch.to_be_bytes());
-        b.extend_from_slice(&seq.to_be_bytes());
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&records);
-        let len = (b.len() - LOG_OVERHEAD) as i32;
-        b[8..12].copy_from_slice(&len.to_be_bytes());
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        BytesMut::from(&b[..])
-    }
-
-    fn put_varlong(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
+        let values: Vec<String> = (0..n).map(|i| format!("value-{i}")).collect();
+        encode_uncompressed(&values, producer, ts)
     }
 
     #[test]

@@ -13,49 +13,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 /// A valid uncompressed v2 record batch (no producer id) holding `values`.
 pub fn make_batch(values: &[Vec<u8>], ts: i64) -> Bytes {
-    let mut records = Vec::new();
-    for (i, value) in values.iter().enumerate() {
-        let mut body = Vec::new();
-        body.push(0u8); // attributes
-        put_varlong(&mut body, 0); // timestamp delta
-        put_varlong(&mut body, i as i64); // offset delta
-        put_varlong(&mut body, -1); // null key
-        put_varlong(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
-        put_varlong(&mut body, 0); // no headers
-        put_varlong(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
-    }
-    let n = values.len() as i32;
-    let mut b = Vec::with_capacity(61 + records.len());
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
-    b.extend_from_slice(&ts.to_be_bytes()); // base timestamp
-    b.extend_from_slice(&ts.to_be_bytes()); // max timestamp
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&n.to_be_bytes()); // record count
-    b.extend_from_slice(&records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(b)
-}
-
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    batch::encode_uncompressed(values, None, ts).freeze()
 }
 
 /// A partition read back from offset 0 to its high watermark.
