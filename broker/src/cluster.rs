@@ -55,24 +55,94 @@ impl TopicView {
     }
 }
 
+/// What the data path needs to route a request to a partition. Read without
+/// touching the metadata store, whose lock is held across fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub id: Uuid,
+    pub partitions: i32,
+    pub max_message_bytes: usize,
+}
+
+impl TopicRoute {
+    pub fn partition_id(&self, partition: i32) -> Option<PartitionId> {
+        (0..self.partitions)
+            .contains(&partition)
+            .then_some(PartitionId {
+                topic_id: self.id,
+                partition,
+            })
+    }
+}
+
+/// Kafka's default `max.message.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
 pub struct Cluster {
     store: Arc<LocalStore>,
+    routes: std::sync::RwLock<std::collections::HashMap<String, TopicRoute>>,
 }
 
 impl Cluster {
     pub fn open(dir: &Path) -> Result<Cluster, ClusterError> {
-        Ok(Cluster {
+        let cluster = Cluster {
             store: Arc::new(LocalStore::open(dir)?),
-        })
+            routes: Default::default(),
+        };
+        cluster.rebuild_routes();
+        Ok(cluster)
     }
 
     /// Apply a command durably (off the async reactor).
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        let changes_topics = matches!(
+            cmd,
+            Command::CreateTopic { .. }
+                | Command::DeleteTopic { .. }
+                | Command::CreatePartitions { .. }
+                | Command::AlterTopicConfigs { .. }
+        );
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.propose(cmd))
+        let outcome = tokio::task::spawn_blocking(move || store.propose(cmd))
             .await
             .map_err(|e| ClusterError::Task(e.to_string()))?
-            .map_err(ClusterError::from)
+            .map_err(ClusterError::from)?;
+        if changes_topics {
+            self.rebuild_routes();
+        }
+        Ok(outcome)
+    }
+
+    /// The routing table is rebuilt only after a durable topic change.
+    fn rebuild_routes(&self) {
+        let routes = self.read(|s| {
+            s.topics
+                .values()
+                .map(|t| {
+                    let max_message_bytes = t
+                        .configs
+                        .get("max.message.bytes")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+                    let route = TopicRoute {
+                        id: t.id,
+                        partitions: t.partitions.len() as i32,
+                        max_message_bytes,
+                    };
+                    (t.name.clone(), route)
+                })
+                .collect()
+        });
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    }
+
+    /// Route a data-path request (Produce, Fetch, ListOffsets, ...).
+    pub fn route(&self, topic: &str) -> Option<TopicRoute> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied()
     }
 
     /// Read the applied state. A poisoned store (after a failed fsync) reads

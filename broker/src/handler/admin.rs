@@ -281,7 +281,7 @@ pub async fn create_partitions(
 pub async fn delete_records(b: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut r = DeleteRecordsResponse::default();
     for t in req.topics {
-        let topic = b.cluster.topic(t.name.0.as_str());
+        let topic = b.cluster.route(t.name.0.as_str());
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
         for p in t.partitions {

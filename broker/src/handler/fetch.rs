@@ -36,7 +36,7 @@ pub async fn fetch(b: &Broker, req: FetchRequest, _version: i16) -> FetchRespons
     let targets: Vec<_> = req
         .topics
         .iter()
-        .map(|t| (t, b.cluster.topic(t.topic.0.as_str())))
+        .map(|t| (t, b.cluster.route(t.topic.0.as_str())))
         .collect();
     loop {
         // Subscribe before reading so an append in between still wakes us.
@@ -139,7 +139,7 @@ pub async fn list_offsets(
 ) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
     for t in req.topics {
-        let topic = b.cluster.topic(t.name.0.as_str());
+        let topic = b.cluster.route(t.name.0.as_str());
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
         for p in t.partitions {
@@ -200,7 +200,7 @@ pub fn offset_for_leader_epoch(
 ) -> OffsetForLeaderEpochResponse {
     let mut r = OffsetForLeaderEpochResponse::default();
     for t in req.topics {
-        let topic = b.cluster.topic(t.topic.0.as_str());
+        let topic = b.cluster.route(t.topic.0.as_str());
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
         for p in t.partitions {

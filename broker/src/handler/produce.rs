@@ -46,14 +46,10 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
     };
     let timeout = std::time::Duration::from_millis(timeout_ms as u64);
     for t in req.topic_data {
-        let topic = b.cluster.topic(t.name.0.as_str());
-        let max_message = topic
-            .as_ref()
-            .and_then(|t| t.configs.get("max.message.bytes"))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(1_048_588);
+        let topic = b.cluster.route(t.name.0.as_str());
+        let max_message = topic.map_or(usize::MAX, |t| t.max_message_bytes);
         let futures = t.partition_data.into_iter().map(|p| {
-            let id = topic.as_ref().and_then(|t| t.partition_id(p.index));
+            let id = topic.and_then(|t| t.partition_id(p.index));
             async move {
                 let mut out = PartitionProduceResponse::default();
                 out.index = p.index;
