@@ -16,41 +16,51 @@
 //! 3. **build** (pure, [`reconcile::build`]): validated cluster → every child
 //!    object as k8s-openapi types, owned by the KafkaCluster, with names from
 //!    [`names`] and labels from [`labels`].
-//! 4. **apply**: server-side apply of [`reconcile::build::Children::in_apply_order`]
+//! 4. **apply** ([`reconcile::apply`]): server-side apply of [`reconcile::build::Children::in_apply_order`]
 //!    under one field manager (`floe-operator`), in that fixed order.
-//! 5. **orphans**: delete children carrying [`labels::cluster_selector`] that
-//!    the build no longer produces (e.g. the spot StatefulSet after spot is
+//! 5. **orphans**: delete children carrying [`labels::cluster_selector`] and
+//!    owned by the cluster that the build no longer produces (e.g. the spot StatefulSet after spot is
 //!    turned off).
 //! 6. **status** (pure, [`reconcile::status`]): observed StatefulSets and pods
 //!    → `.status` with `Ready`/`Progressing`/`Degraded`, written through
 //!    `/status` only.
 //!
-//! # What this crate has today, and what comes next
+//! The loop around the pipeline is [`controller`]: a
+//! `kube::runtime::Controller` over `KafkaCluster`, owning its children and
+//! watching referenced Secrets, with a finalizer that honours
+//! `reclaimPolicy` on deletion ([`reclaim`]), Events for what a user must act
+//! on, and a requeue delay chosen per error. Between build and apply, the
+//! pure [`reconcile::scaling`] step decides the broker count to apply and
+//! what to ask the metadata controllers ([`admin::ClusterAdmin`]): scale-in
+//! drains the highest ordinals and lowers the StatefulSets only once they are
+//! drained; scale-out asks for a rebalance once the new brokers registered.
 //!
-//! This slice holds the pure stages (2, 3, 6), tested from YAML fixtures in
-//! `operator/tests/fixtures/` with no API server and no kube client. Next:
+//! # Tests
 //!
-//! - `controller.rs`: `kube::runtime::Controller` over `KafkaCluster`, owning
-//!   the StatefulSets, Services, ConfigMaps and PDBs it builds and watching
-//!   Secrets (mapped back to the clusters that reference them), with a
-//!   finalizer that deletes object-store data under the prefix when
-//!   `reclaimPolicy: Delete`; per-error requeue policy; Events for what a user
-//!   should act on (invalid spec, missing Secret, a failed drain).
-//! - `reconcile/dereference.rs` fetches, `reconcile/apply.rs` does SSA and the
-//!   orphan sweep, both behind a small trait so tests run against a mock API
-//!   server (kube's `tower-test` scenario pattern) and an in-process fake with
-//!   list/watch, SSA, `/status` and finalizers: create, update, scale out,
-//!   scale in (drain called before the StatefulSet shrinks), delete, and a
-//!   re-run that patches nothing.
-//! - `reconcile/scaling.rs`: scale-out asks the controller (through
-//!   `metadata-api`) to rebalance once new brokers registered; scale-in drains
-//!   the brokers with the highest ordinals, waits until drained, then lowers
-//!   the StatefulSet; spot interruptions (node taints) drain the broker on that
-//!   node. Its outcome feeds `status.lastReassignment`.
+//! The pure stages are tested from YAML fixtures in `operator/tests/fixtures/`
+//! (`pipeline.rs`, `validation.rs`, `status.rs`); `reconcile.rs` runs the
+//! real [`controller::reconcile`] through a `kube::Client` over kube's
+//! `tower-test` mock service, answered by an in-memory fake API server
+//! (`tests/support/fake_api.rs`, which says what it does not model), with an
+//! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`].
+//!
+//! # What comes next
+//!
+//! - The gRPC [`admin::ClusterAdmin`] against the controllers' admin API
+//!   (until then [`admin::Unconnected`] holds every scale-in, safely).
+//! - Rolling changes one broker at a time, each drained first, and spot
+//!   interruptions (node taints) draining the broker on that node; moving
+//!   brokers between the on-demand and spot StatefulSets (turning spot on or
+//!   off) is not drained yet.
 //! - The binary: leader election with a Lease, `/metrics`, `/healthz`,
-//!   `/readyz`; the Helm chart with least-privilege RBAC lives in `charts/`.
+//!   `/readyz`, and an S3 [`reclaim::DataReclaimer`]; the Helm chart with
+//!   least-privilege RBAC in `charts/`.
 
+pub mod admin;
+pub mod controller;
 pub mod labels;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
+pub mod reclaim;
 pub mod reconcile;
