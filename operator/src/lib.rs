@@ -44,6 +44,14 @@
 //! (`tests/support/fake_api.rs`, which says what it does not model), with an
 //! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`].
 //!
+//! # The binary
+//!
+//! `floe-operator` (`src/main.rs`): replicas elect a leader with a
+//! `coordination.k8s.io/v1` Lease ([`lease`]) and only the leader runs the
+//! controller; every replica serves `/metrics`, `/healthz` and `/readyz`
+//! ([`endpoints`]); `reclaimPolicy: Delete` deletes through S3
+//! ([`reclaim::S3Reclaimer`]). TLS is rustls on ring (no aws-lc-sys).
+//!
 //! # What comes next
 //!
 //! - The gRPC [`admin::ClusterAdmin`] against the controllers' admin API
@@ -52,13 +60,14 @@
 //!   interruptions (node taints) draining the broker on that node; moving
 //!   brokers between the on-demand and spot StatefulSets (turning spot on or
 //!   off) is not drained yet.
-//! - The binary: leader election with a Lease, `/metrics`, `/healthz`,
-//!   `/readyz`, and an S3 [`reclaim::DataReclaimer`]; the Helm chart with
-//!   least-privilege RBAC in `charts/`.
+//! - The Helm chart (operator Deployment, least-privilege RBAC, CRD) in
+//!   `charts/floe-operator/`.
 
 pub mod admin;
 pub mod controller;
+pub mod endpoints;
 pub mod labels;
+pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod quantity;

@@ -9,6 +9,10 @@ use futures::future::BoxFuture;
 
 use crate::reconcile::validate::ObjectStore;
 
+mod s3;
+
+pub use s3::{delete_under, S3Reclaimer};
+
 /// Static credentials read from the cluster's credentials Secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
