@@ -6,6 +6,8 @@
 //! snapshots for the single-node local mode (a Raft quorum takes its place in
 //! a cluster, applying the same commands with the same [`apply`]).
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod model;
 #[cfg(feature = "raft")]
 pub mod raft;

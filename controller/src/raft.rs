@@ -11,40 +11,39 @@
 //! - [`StateMachine`]: applies committed entries and builds/installs
 //!   snapshots (JSON of the state, its last applied log id and membership);
 //! - [`Router`]: an in-process network between nodes of one process, with
-//!   fault injection (isolate a node), for tests and benchmarks.
+//!   fault injection (isolate a node), for tests and benchmarks;
+//! - [`sessions`]: exactly-once proposals: a client numbers its proposals,
+//!   and a retried number is answered from the state machine's memory
+//!   instead of being applied twice.
+//!
+//! With feature `grpc`, [`crate::grpc`] runs this over the network.
 //!
 //! Blocking file I/O runs on `tokio::task::spawn_blocking`, never on the
 //! reactor. Both stores keep what they serve in memory (the log after the
 //! last purge, the whole state): a metadata log is compacted by snapshots,
 //! so it stays small.
 //!
-//! Not here yet (next slices of issue 4):
-//! - a tonic gRPC network: one channel per peer, created once and reused,
-//!   carrying `append_entries`/`vote`/`install_snapshot` between
-//!   controllers, peer-only and separate from the client-facing service;
-//! - the broker- and operator-facing service: proposals go to the leader,
-//!   and a follower answers with a leader hint (id and address from the
-//!   metrics' `current_leader` and membership) so clients do not scan; reads
-//!   are linearizable (`ensure_linearizable`) or explicitly stale;
-//! - broker leases (registration, renewal, fencing a lapsed broker before
-//!   its partitions are reassigned), which need commands in the model and a
-//!   leader-side clock;
-//! - membership changes (`add_learner` then `change_membership`) to add and
-//!   remove voters without downtime, and the one-voter local mode.
+//! Not here yet: broker leases (registration, renewal, fencing a lapsed
+//! broker before its partitions are reassigned), which need commands in the
+//! model and a leader-side clock.
 
+mod feed;
 mod files;
 mod log_store;
 mod router;
+pub mod sessions;
 mod state_machine;
 
 use std::io::Cursor;
 
-use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
 
-use crate::model::{ApplyError, Command, Outcome};
+use crate::model::{ApplyError, Outcome};
 
+pub use feed::{FeedEvent, FeedRead};
 pub use log_store::LogStore;
 pub use router::{Router, RouterConnection, RouterNetwork};
+pub use sessions::{Proposal, SessionId};
 pub use state_machine::StateMachine;
 
 /// What applying one committed entry answers the proposer: the pure
@@ -52,14 +51,42 @@ pub use state_machine::StateMachine;
 /// answer, not a Raft failure). Blank and membership entries answer `Done`.
 pub type Response = Result<Outcome, ApplyError>;
 
+/// A controller as the Raft membership names it: where its peers reach it
+/// (Raft traffic) and where brokers and tools reach it (the metadata and
+/// admin services, and the leader hint that points clients there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerNode {
+    /// `host:port` of the Raft peer service.
+    pub raft_addr: String,
+    /// `host:port` of the metadata and admin services.
+    pub api_addr: String,
+}
+
+impl ControllerNode {
+    /// A node reached at these two addresses.
+    pub fn new(raft_addr: impl Into<String>, api_addr: impl Into<String>) -> ControllerNode {
+        ControllerNode {
+            raft_addr: raft_addr.into(),
+            api_addr: api_addr.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ControllerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft {} / api {}", self.raft_addr, self.api_addr)
+    }
+}
+
 openraft::declare_raft_types!(
-    /// Floe's openraft types: `u64` node ids, nodes named by their address,
-    /// [`Command`]s as log payload.
+    /// Floe's openraft types: `u64` node ids, nodes named by their two
+    /// addresses, [`Proposal`]s (a [`Command`](crate::model::Command) and its session number) as
+    /// log payload.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Response,
         NodeId = u64,
-        Node = BasicNode,
+        Node = ControllerNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use floe_controller::model::{Command, CommittedOffset, MetadataState, Outcome};
-use floe_controller::raft::{open_storage, NodeId, Raft, Response, Router, StateMachine};
+use floe_controller::raft::{
+    open_storage, ControllerNode, NodeId, Raft, Response, Router, StateMachine,
+};
 use floe_controller::ApplyError;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, LogId, ServerState, SnapshotPolicy};
+use openraft::{Config, LogId, ServerState, SnapshotPolicy};
 use uuid::Uuid;
 
 const NODES: [NodeId; 3] = [1, 2, 3];
@@ -116,7 +118,7 @@ impl Cluster {
     ) -> anyhow::Result<(LogId<NodeId>, Response)> {
         let mut target = via;
         for _ in 0..5 {
-            let write = self.raft(target)?.client_write(cmd.clone());
+            let write = self.raft(target)?.client_write(cmd.clone().into());
             match tokio::time::timeout(WAIT, write)
                 .await
                 .context("proposal timed out")?
@@ -280,9 +282,14 @@ async fn scenario() -> anyhow::Result<()> {
     for id in NODES {
         cluster.start(id).await?;
     }
-    let members: BTreeMap<NodeId, BasicNode> = NODES
+    let members: BTreeMap<NodeId, ControllerNode> = NODES
         .iter()
-        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
+        .map(|id| {
+            (
+                *id,
+                ControllerNode::new(format!("node-{id}"), format!("node-{id}")),
+            )
+        })
         .collect();
     cluster.raft(1)?.initialize(members).await?;
     let first = cluster.leader(&NODES, None).await?;
@@ -324,7 +331,9 @@ async fn scenario() -> anyhow::Result<()> {
     }
     // The deposed leader cannot get a command acknowledged while cut off,
     // and the entry it appended alone is overwritten once it rejoins.
-    let zombie = cluster.raft(first)?.client_write(create_topic("zombie"));
+    let zombie = cluster
+        .raft(first)?
+        .client_write(create_topic("zombie").into());
     let zombie = tokio::time::timeout(Duration::from_secs(1), zombie).await;
     assert!(
         !matches!(zombie, Ok(Ok(_))),

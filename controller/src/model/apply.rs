@@ -57,6 +57,11 @@ pub enum ApplyError {
          apply commands in log order, each once"
     )]
     StaleIndex { index: u64, last_applied: u64 },
+    #[error(
+        "proposal {seq} of client {client} was already answered (the client's floor is {floor}); \
+         a late duplicate is not applied"
+    )]
+    StaleProposal { client: Uuid, seq: u64, floor: u64 },
     #[error("broker {id} cannot register at {host}:{port}: {reason}")]
     InvalidBroker {
         id: i32,

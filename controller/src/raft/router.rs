@@ -16,9 +16,8 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
-use super::{NodeId, Raft, TypeConfig};
+use super::{ControllerNode, NodeId, Raft, TypeConfig};
 
 /// The switchboard shared by every node of one in-process cluster.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +103,7 @@ impl Router {
         from: NodeId,
         target: NodeId,
         call: impl FnOnce(Raft) -> F,
-    ) -> Result<T, RPCError<NodeId, BasicNode, E>>
+    ) -> Result<T, RPCError<NodeId, ControllerNode, E>>
     where
         E: std::error::Error,
         F: std::future::Future<Output = Result<T, E>>,
@@ -137,7 +136,7 @@ pub struct RouterConnection {
 impl RaftNetworkFactory<TypeConfig> for RouterNetwork {
     type Network = RouterConnection;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, _node: &ControllerNode) -> Self::Network {
         RouterConnection {
             router: self.router.clone(),
             from: self.from,
@@ -151,7 +150,8 @@ impl RaftNetwork<TypeConfig> for RouterConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ControllerNode, RaftError<NodeId>>>
+    {
         self.router
             .call(self.from, self.target, |raft| async move {
                 raft.append_entries(rpc).await
@@ -165,7 +165,7 @@ impl RaftNetwork<TypeConfig> for RouterConnection {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, ControllerNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.router
             .call(self.from, self.target, |raft| async move {
@@ -178,7 +178,7 @@ impl RaftNetwork<TypeConfig> for RouterConnection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ControllerNode, RaftError<NodeId>>> {
         self.router
             .call(self.from, self.target, |raft| async move {
                 raft.vote(rpc).await

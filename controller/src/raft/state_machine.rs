@@ -20,13 +20,16 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
-    StorageIOError, StoredMembership,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+    StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+use super::feed::{Feed, FeedRead};
 use super::files::{blocking, create_dir, write_atomic};
-use super::{NodeId, Response, StorageError, TypeConfig};
+use super::sessions::{Admission, Proposal, Sessions};
+use super::{ControllerNode as BasicNode, NodeId, Response, StorageError, TypeConfig};
 use crate::model::{apply, MetadataState, Outcome};
 
 const SNAPSHOT_FILE: &str = "raft-snapshot.json";
@@ -38,6 +41,9 @@ const FORMAT_VERSION: u32 = 1;
 pub struct StateMachine {
     dir: PathBuf,
     applied: Arc<RwLock<Applied>>,
+    /// Recently applied entries for watchers; written under `applied`'s
+    /// write lock, so the two agree.
+    feed: Arc<Mutex<Feed>>,
     /// The last snapshot built or installed: its meta and its bytes.
     current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
@@ -49,6 +55,7 @@ type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
 #[derive(Debug, Clone, Default)]
 struct Applied {
     state: MetadataState,
+    sessions: Sessions,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
 }
@@ -58,6 +65,9 @@ struct SnapshotFile {
     version: u32,
     meta: SnapshotMeta<NodeId, BasicNode>,
     state: MetadataState,
+    /// The exactly-once answers ([`Sessions`]): replicated state too.
+    #[serde(default)]
+    sessions: Sessions,
 }
 
 fn decode(bytes: &[u8]) -> std::io::Result<SnapshotFile> {
@@ -104,6 +114,7 @@ impl StateMachine {
             Some((file, bytes)) => (
                 Applied {
                     state: file.state,
+                    sessions: file.sessions,
                     last_applied: file.meta.last_log_id,
                     membership: file.meta.last_membership.clone(),
                 },
@@ -111,8 +122,10 @@ impl StateMachine {
             ),
         };
         tracing::info!(dir = %dir.display(), last_applied = ?applied.last_applied, "Raft state machine opened");
+        let feed = Feed::new(applied.last_applied.map(|id| id.index));
         Ok(StateMachine {
             dir,
+            feed: Arc::new(Mutex::new(feed)),
             applied: Arc::new(RwLock::new(applied)),
             current: Arc::new(Mutex::new(current)),
         })
@@ -123,6 +136,32 @@ impl StateMachine {
     pub fn read<R>(&self, f: impl FnOnce(&MetadataState, Option<LogId<NodeId>>) -> R) -> R {
         let applied = self.applied();
         f(&applied.state, applied.last_applied)
+    }
+
+    /// JSON of the applied state and the log index it includes everything
+    /// up to: where a watcher that fell behind the feed restarts.
+    pub fn state_json(&self) -> Result<(u64, Vec<u8>), serde_json::Error> {
+        let applied = self.applied();
+        let index = applied.last_applied.map_or(0, |id| id.index);
+        Ok((index, serde_json::to_vec(&applied.state)?))
+    }
+
+    /// Up to `max` applied entries after `index`, or [`FeedRead::Behind`]
+    /// when they are no longer kept (read [`StateMachine::state_json`]).
+    pub fn feed_after(&self, index: u64, max: usize) -> FeedRead {
+        self.feed().after(index, max)
+    }
+
+    /// Changes whenever an entry is applied or a snapshot installed; holds
+    /// the last applied log index.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.feed().subscribe()
+    }
+
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        // Every feed operation completes or changes nothing before it could
+        // panic: a poisoned lock holds consistent data.
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn applied(&self) -> RwLockReadGuard<'_, Applied> {
@@ -174,6 +213,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     snapshot_id,
                 },
                 state: applied.state.clone(),
+                sessions: applied.sessions.clone(),
             }
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| {
@@ -205,6 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut applied = self.applied_mut();
+        let mut feed = self.feed();
         let mut responses = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
@@ -218,15 +259,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 );
                 return Err(StorageIOError::apply(log_id, AnyError::error(reason)).into());
             }
-            let response = match entry.payload {
-                EntryPayload::Blank => Ok(Outcome::Done),
-                EntryPayload::Normal(command) => apply(&mut applied.state, log_id.index, &command),
+            let (response, fed) = match entry.payload {
+                EntryPayload::Blank => (Ok(Outcome::Done), None),
+                EntryPayload::Normal(proposal) => {
+                    apply_proposal(&mut applied, log_id.index, proposal)
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
-                    Ok(Outcome::Done)
+                    (Ok(Outcome::Done), None)
                 }
             };
             applied.last_applied = Some(log_id);
+            feed.push(log_id.index, fed);
             responses.push(response);
         }
         Ok(responses)
@@ -255,16 +299,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             version: FORMAT_VERSION,
             meta: meta.clone(),
             state: file.state,
+            sessions: file.sessions,
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| {
             StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
         let bytes = self.persist(meta, bytes).await?;
-        *self.applied_mut() = Applied {
+        let mut applied = self.applied_mut();
+        *applied = Applied {
             state: file.state,
+            sessions: file.sessions,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        self.feed().reset(meta.last_log_id.map_or(0, |id| id.index));
+        drop(applied);
         self.set_current(meta.clone(), bytes);
         tracing::info!(last_log_id = ?meta.last_log_id, "Raft snapshot installed");
         Ok(())
@@ -281,4 +330,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
+}
+
+/// Applies one proposal at `index`: its answer, and the JSON of its command
+/// for the feed when the state changed (`None` for a duplicate answered from
+/// memory).
+fn apply_proposal(
+    applied: &mut Applied,
+    index: u64,
+    proposal: Proposal,
+) -> (Response, Option<Vec<u8>>) {
+    if let Some(session) = &proposal.session {
+        if let Admission::Answered(answer) = applied.sessions.admit(session, index) {
+            // Like a refused command, it leaves the metadata as it was.
+            return (answer, None);
+        }
+    }
+    let answer = apply(&mut applied.state, index, &proposal.command);
+    if let Some(session) = &proposal.session {
+        applied.sessions.record(session, &answer);
+    }
+    // A command that serializes here was deserialized from the log: this
+    // cannot fail, and watchers only lose an entry they can re-read from a
+    // snapshot if it ever did.
+    let json = serde_json::to_vec(&proposal.command).ok();
+    (answer, json)
 }

@@ -1,0 +1,518 @@
+//! [`ControllerClient`]: how brokers, the operator and tools talk to the
+//! controller quorum; [`Mirror`]: a broker's live copy of the metadata.
+//!
+//! Contract of [`ControllerClient::propose`]: the command is applied exactly
+//! once or the call fails. The client numbers its proposals (see
+//! [`crate::raft::sessions`]) and retries one with the same number after
+//! any failure that leaves the outcome unknown (a lost connection, a leader
+//! change, a timeout), following leader hints, until its deadline. It finds
+//! the leader from a hint (`FAILED_PRECONDITION` + [`super::LEADER_ADDRESS_HEADER`])
+//! without scanning; with no hint it tries the configured controllers in
+//! turn, backing off.
+//!
+//! Contract of [`Mirror`]: it follows the `Watch` stream of one controller
+//! at a time and applies every entry with the pure
+//! [`apply`](crate::model::apply), so its state is the controllers' state as
+//! of [`Mirror::applied`], never a mix of two indexes; after a
+//! disconnection it resumes after the last index it applied, from another
+//! controller if need be (a snapshot first when that controller no longer
+//! keeps the entries).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use super::network::Channels;
+use super::proto::admin_client::AdminClient;
+use super::proto::metadata_client::MetadataClient;
+use super::proto::{
+    watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, MembershipReply,
+    ProposeRequest, ReadStateRequest, RemoveControllerRequest, WatchRequest,
+};
+use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES};
+use crate::model::{apply, Command, MetadataState};
+use crate::raft::Response as Answer;
+
+/// Why a call to the controllers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no controller answered within {waited:?} ({attempts} attempts); last error: {last}")]
+    Unavailable {
+        waited: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("the controller refused the request: {code:?}: {message}")]
+    Refused { code: tonic::Code, message: String },
+    #[error("undecodable answer from the controller: {0}")]
+    Decode(String),
+    #[error("no controller addresses configured")]
+    NoEndpoints,
+}
+
+/// What a committed proposal answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The Raft log index it was committed at.
+    pub index: u64,
+    /// What applying it answered: a refusal (`Err`) is deterministic.
+    pub answer: Answer,
+}
+
+/// Options of a [`ControllerClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one call keeps retrying before it fails.
+    pub deadline: Duration,
+    /// Timeout of one attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            deadline: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client of the controller quorum. Cloning shares it (and its session).
+#[derive(Debug, Clone)]
+pub struct ControllerClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoints: Vec<String>,
+    channels: Channels,
+    options: ClientOptions,
+    /// The controller believed to lead, from the last hint or success.
+    leader: Mutex<Option<String>>,
+    /// Round-robin cursor when no leader is known.
+    next: AtomicUsize,
+    client_id: Uuid,
+    seq: AtomicU64,
+    /// Proposal numbers still waiting for an answer: their minimum is the
+    /// floor sent with every proposal.
+    pending: Mutex<BTreeSet<u64>>,
+}
+
+/// How one attempt failed: with a status (maybe retried), or for good.
+enum Failure {
+    Status(tonic::Status),
+    Fatal(ClientError),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Failure {
+        Failure::Status(status)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Fatal(e)
+    }
+}
+
+fn undecodable(e: serde_json::Error) -> Failure {
+    Failure::Fatal(ClientError::Decode(e.to_string()))
+}
+
+/// What one failed attempt means for the next.
+enum Retry {
+    /// Go to this controller next (a leader hint).
+    To(String),
+    /// Try another controller after a pause.
+    Elsewhere(String),
+}
+
+fn classify(status: &tonic::Status) -> Option<Retry> {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition => {
+            let hint = status
+                .metadata()
+                .get(LEADER_ADDRESS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Some(match hint {
+                Some(addr) => Retry::To(addr),
+                None => Retry::Elsewhere(status.message().to_owned()),
+            })
+        }
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => Some(
+            Retry::Elsewhere(format!("{:?}: {}", status.code(), status.message())),
+        ),
+        _ => None,
+    }
+}
+
+impl ControllerClient {
+    /// A client of the controllers at `endpoints` (`host:port` of their
+    /// metadata service).
+    pub fn new(endpoints: Vec<String>, options: ClientOptions) -> ControllerClient {
+        ControllerClient::with_channels(endpoints, options, Channels::default())
+    }
+
+    /// Like [`ControllerClient::new`], sharing `channels` with other users.
+    pub fn with_channels(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+        channels: Channels,
+    ) -> ControllerClient {
+        ControllerClient {
+            inner: Arc::new(Inner {
+                endpoints,
+                channels,
+                options,
+                leader: Mutex::new(None),
+                next: AtomicUsize::new(0),
+                client_id: Uuid::new_v4(),
+                seq: AtomicU64::new(1),
+                pending: Mutex::new(BTreeSet::new()),
+            }),
+        }
+    }
+
+    /// The configured controller addresses.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// The controller believed to lead, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.inner
+            .leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        *self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    /// The leader if known, else the next configured controller.
+    fn target(&self) -> Result<String, ClientError> {
+        if let Some(leader) = self.leader() {
+            return Ok(leader);
+        }
+        let n = self.inner.endpoints.len();
+        if n == 0 {
+            return Err(ClientError::NoEndpoints);
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % n;
+        Ok(self.inner.endpoints[i].clone())
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        self.inner
+            .channels
+            .get(addr)
+            .map_err(|e| ClientError::Refused {
+                code: tonic::Code::InvalidArgument,
+                message: format!("invalid controller address {addr:?}: {e}"),
+            })
+    }
+
+    fn metadata(&self, addr: &str) -> Result<MetadataClient<Channel>, ClientError> {
+        Ok(MetadataClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    /// Runs `call` against the leader (or whoever answers, for calls any
+    /// controller serves), following hints and retrying until the deadline.
+    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.inner.options.deadline;
+        let mut attempts = 0u32;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            attempts += 1;
+            let addr = self.target()?;
+            let attempt =
+                tokio::time::timeout(self.inner.options.attempt_timeout, call(addr.clone()));
+            let status = match attempt.await {
+                Ok(Ok(value)) => {
+                    self.set_leader(Some(addr));
+                    return Ok(value);
+                }
+                Ok(Err(Failure::Status(status))) => status,
+                Ok(Err(Failure::Fatal(e))) => return Err(e),
+                Err(_) => tonic::Status::deadline_exceeded("attempt timed out"),
+            };
+            let last = match classify(&status) {
+                None => {
+                    return Err(ClientError::Refused {
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    })
+                }
+                Some(Retry::To(leader)) => {
+                    let changed = Some(&leader) != self.leader().as_ref();
+                    self.set_leader(Some(leader.clone()));
+                    if changed {
+                        // A fresh hint: follow it at once.
+                        continue;
+                    }
+                    format!("{addr}: hinted leader did not answer as leader")
+                }
+                Some(Retry::Elsewhere(why)) => format!("{addr}: {why}"),
+            };
+            self.set_leader(None);
+            if Instant::now() + pause > deadline {
+                return Err(ClientError::Unavailable {
+                    waited: started.elapsed(),
+                    attempts,
+                    last,
+                });
+            }
+            tracing::debug!(attempts, %last, "controller call failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Commits `command` exactly once and returns what applying it answered.
+    pub async fn propose(&self, command: &Command) -> Result<Committed, ClientError> {
+        let json = serde_json::to_vec(command).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        self.pending().insert(seq);
+        let result = self
+            .with_retries(|addr| {
+                let request = ProposeRequest {
+                    command: json.clone(),
+                    client_id: self.inner.client_id.as_bytes().to_vec(),
+                    seq,
+                    floor: self.pending().first().copied().unwrap_or(seq),
+                };
+                let client = self.metadata(&addr);
+                async move {
+                    let reply = client?.propose(request).await?.into_inner();
+                    let answer: Answer =
+                        serde_json::from_slice(&reply.outcome).map_err(undecodable)?;
+                    Ok(Committed {
+                        index: reply.index,
+                        answer,
+                    })
+                }
+            })
+            .await;
+        // Answered or given up: either way the quorum need not remember it.
+        self.pending().remove(&seq);
+        result
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A linearizable read of the whole state, and its log index.
+    pub async fn read_state(&self) -> Result<(u64, MetadataState), ClientError> {
+        self.with_retries(|addr| {
+            let client = self.metadata(&addr);
+            async move {
+                let reply = client?.read_state(ReadStateRequest {}).await?.into_inner();
+                let state = serde_json::from_slice(&reply.state).map_err(undecodable)?;
+                Ok((reply.index, state))
+            }
+        })
+        .await
+    }
+
+    /// The cluster as the leader (or, failing that, any controller) sees it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.with_retries(|addr| {
+            let client = self.admin(&addr);
+            async move {
+                Ok(client?
+                    .get_cluster_status(ClusterStatusRequest {})
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Adds controller `id` as a voter (a learner first, until caught up).
+    pub async fn add_controller(
+        &self,
+        id: u64,
+        raft_address: &str,
+        metadata_address: &str,
+    ) -> Result<MembershipReply, ClientError> {
+        self.with_retries(|addr| {
+            let client = self.admin(&addr);
+            let request = AddControllerRequest {
+                id,
+                raft_address: raft_address.to_owned(),
+                metadata_address: metadata_address.to_owned(),
+            };
+            async move { Ok(client?.add_controller(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Removes voter `id`.
+    pub async fn remove_controller(&self, id: u64) -> Result<MembershipReply, ClientError> {
+        self.with_retries(|addr| {
+            let client = self.admin(&addr);
+            async move {
+                Ok(client?
+                    .remove_controller(RemoveControllerRequest { id })
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+}
+
+fn refused(status: tonic::Status) -> ClientError {
+    ClientError::Refused {
+        code: status.code(),
+        message: status.message().to_owned(),
+    }
+}
+
+/// A broker's live copy of the metadata, following a controller's `Watch`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    state: Arc<RwLock<MetadataState>>,
+    applied: watch::Receiver<u64>,
+    task: Arc<JoinHandle<()>>,
+}
+
+impl Mirror {
+    /// Starts following the controllers of `client` from the beginning.
+    pub fn start(client: ControllerClient) -> Mirror {
+        let state = Arc::new(RwLock::new(MetadataState::default()));
+        let (tx, applied) = watch::channel(0);
+        let task = tokio::spawn(follow(client, state.clone(), tx));
+        Mirror {
+            state,
+            applied,
+            task: Arc::new(task),
+        }
+    }
+
+    /// Runs `f` on the mirrored state.
+    pub fn read<R>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The log index the mirrored state includes everything up to.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Changes whenever the mirror applies something.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Waits until the mirror has applied `index` (e.g. the index a
+    /// proposal committed at, to read one's own writes).
+    pub async fn wait_for(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+/// The mirror's task: watch, apply, reconnect.
+async fn follow(
+    client: ControllerClient,
+    state: Arc<RwLock<MetadataState>>,
+    applied: watch::Sender<u64>,
+) {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let after = *applied.borrow();
+        match watch_once(&client, &state, &applied, after).await {
+            Ok(()) => pause = Duration::from_millis(10),
+            Err(e) => {
+                tracing::debug!(error = %e, after, "metadata watch interrupted; reconnecting");
+                client.set_leader(None);
+            }
+        }
+        if applied.is_closed() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+async fn watch_once(
+    client: &ControllerClient,
+    state: &RwLock<MetadataState>,
+    applied: &watch::Sender<u64>,
+    after: u64,
+) -> Result<(), ClientError> {
+    let addr = client.target()?;
+    let mut stream = client
+        .metadata(&addr)?
+        .watch(WatchRequest { after_index: after })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(event) = stream.message().await.map_err(refused)? {
+        match event.event {
+            Some(watch_event::Event::Snapshot(s)) => {
+                let fresh: MetadataState = serde_json::from_slice(&s.state)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                *state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                applied.send_replace(s.index);
+            }
+            Some(watch_event::Event::Entry(e)) => {
+                let current = *applied.borrow();
+                if e.index != current + 1 {
+                    return Err(ClientError::Decode(format!(
+                        "watch skipped from {current} to {}",
+                        e.index
+                    )));
+                }
+                if !e.command.is_empty() {
+                    let command: Command = serde_json::from_slice(&e.command)
+                        .map_err(|e| ClientError::Decode(e.to_string()))?;
+                    let mut guard = state.write().unwrap_or_else(|p| p.into_inner());
+                    // A refusal is the controllers' refusal too: the state
+                    // stays as theirs did.
+                    let _ = apply(&mut guard, e.index, &command);
+                }
+                applied.send_replace(e.index);
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}

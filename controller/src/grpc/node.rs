@@ -1,0 +1,236 @@
+//! Runs one controller: its storage, its Raft node, the `RaftPeer` server on
+//! the Raft port and the `Metadata`/`Admin` servers on the metadata port.
+//!
+//! Bootstrap: a controller whose storage is pristine and that is one of the
+//! configured initial voters initializes the cluster with exactly that voter
+//! set, after waiting [`NodeConfig::bootstrap_grace`] for a leader to
+//! contact it first (which it does when the cluster already exists). Every
+//! initial voter may do so: openraft makes simultaneous initialization with
+//! the same voters safe, and no single voter has to be up for the cluster
+//! to form. A controller configured with no initial voters (or not among
+//! them) waits to be added with `AddController`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::network::{Channels, GrpcNetwork};
+use super::proto::admin_server::AdminServer;
+use super::proto::metadata_server::MetadataServer;
+use super::proto::raft_peer_server::RaftPeerServer;
+use super::service::{ApiService, PeerService};
+use super::MAX_MESSAGE_BYTES;
+use crate::raft::{open_storage, ControllerNode, NodeId, Raft, StateMachine};
+
+/// How one controller runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Where this node's Raft and metadata addresses are advertised to the
+    /// others (the initial voters list has this node's own entry too).
+    pub advertised: ControllerNode,
+    /// The voters the cluster starts with; empty to join an existing
+    /// cluster through `AddController`.
+    pub initial_voters: BTreeMap<NodeId, ControllerNode>,
+    /// The Raft log, vote and snapshot live here.
+    pub data_dir: PathBuf,
+    /// openraft's timing and snapshot settings.
+    pub raft: openraft::Config,
+    /// How long a pristine initial voter waits for an existing leader
+    /// before it initializes the cluster.
+    pub bootstrap_grace: Duration,
+}
+
+/// openraft settings for controllers: heartbeats every 100 ms, elections
+/// after 0.6–1.2 s of silence, a snapshot every 10,000 entries.
+pub fn default_raft_config(
+    cluster_name: &str,
+) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+    openraft::Config {
+        cluster_name: cluster_name.to_owned(),
+        heartbeat_interval: 100,
+        election_timeout_min: 600,
+        election_timeout_max: 1_200,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(Box::new)
+}
+
+/// The two listening sockets of a controller, bound before it starts (so
+/// that port 0 can be used and the real ports advertised).
+#[derive(Debug)]
+pub struct Listeners {
+    pub raft: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both.
+    pub async fn bind(raft: SocketAddr, api: SocketAddr) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            raft: TcpListener::bind(raft).await?,
+            api: TcpListener::bind(api).await?,
+        })
+    }
+
+    /// The bound addresses, as `(raft, api)`.
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.raft.local_addr()?, self.api.local_addr()?))
+    }
+}
+
+/// Why a controller did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("controller storage in {dir}: {source}")]
+    Storage {
+        dir: PathBuf,
+        source: Box<crate::raft::StorageError>,
+    },
+    #[error("Raft: {0}")]
+    Raft(String),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running controller.
+pub struct RunningController {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    pub raft_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    bootstrap: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningController")
+            .field("id", &self.id)
+            .field("raft_addr", &self.raft_addr)
+            .field("api_addr", &self.api_addr)
+            .finish()
+    }
+}
+
+/// Starts a controller on `listeners`.
+pub async fn start(
+    config: NodeConfig,
+    listeners: Listeners,
+) -> Result<RunningController, StartError> {
+    let (raft_addr, api_addr) = listeners.addrs()?;
+    let (log, sm) = open_storage(&config.data_dir)
+        .await
+        .map_err(|source| StartError::Storage {
+            dir: config.data_dir.clone(),
+            source: Box::new(source),
+        })?;
+    let network = GrpcNetwork::new(config.id, Channels::default());
+    let raft = Raft::new(
+        config.id,
+        Arc::new(config.raft.clone()),
+        network,
+        log,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(PeerService::new(raft.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.raft),
+            shutdown(stopped.clone()),
+        );
+    let api_service = ApiService::new(config.id, raft.clone(), sm.clone());
+    let api = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            MetadataServer::new(api_service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(api_service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown(stopped));
+    let servers = vec![tokio::spawn(peer), tokio::spawn(api)];
+
+    let bootstrap = if config.initial_voters.contains_key(&config.id) {
+        Some(tokio::spawn(bootstrap(
+            raft.clone(),
+            config.initial_voters.clone(),
+            config.bootstrap_grace,
+        )))
+    } else {
+        None
+    };
+    tracing::info!(id = config.id, %raft_addr, %api_addr, "controller started");
+    Ok(RunningController {
+        id: config.id,
+        raft,
+        sm,
+        raft_addr,
+        api_addr,
+        stop,
+        servers,
+        bootstrap,
+    })
+}
+
+/// Initializes the cluster if this node is still pristine after the grace.
+async fn bootstrap(raft: Raft, voters: BTreeMap<NodeId, ControllerNode>, grace: Duration) {
+    tokio::time::sleep(grace).await;
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether the cluster is initialized");
+            return;
+        }
+    }
+    match raft.initialize(voters.clone()).await {
+        Ok(()) => {
+            tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "controller cluster initialized")
+        }
+        // Someone else initialized first, or a leader contacted us: fine.
+        Err(e) => tracing::debug!(error = %e, "initialization not needed"),
+    }
+}
+
+impl RunningController {
+    /// Stops serving and shuts Raft down (what its peers see as a crash,
+    /// minus the lost in-flight writes: the log is fsynced per append).
+    pub async fn shutdown(self) -> Result<(), String> {
+        if let Some(b) = &self.bootstrap {
+            b.abort();
+        }
+        let _ = self.stop.send(true);
+        let result = self.raft.shutdown().await.map_err(|e| e.to_string());
+        for server in self.servers {
+            server.abort();
+            let _ = server.await;
+        }
+        result
+    }
+}

@@ -1,0 +1,405 @@
+//! The controllers' gRPC servers: `RaftPeer` (Raft traffic, on the Raft
+//! port), `Metadata` and `Admin` (on the metadata port).
+//!
+//! Bad input is answered, never panicked on: undecodable JSON or ids are
+//! `INVALID_ARGUMENT`; a refused command is a normal answer (the outcome's
+//! `Err`), decided by the pure apply, so it cannot corrupt the state. A call
+//! only the leader serves answers `FAILED_PRECONDITION` with the leader hint
+//! ([`super::LEADER_ID_HEADER`], [`super::LEADER_ADDRESS_HEADER`]); a
+//! controller that cannot reach a quorum or is shutting down answers
+//! `UNAVAILABLE`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::ChangeMembers;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::proto::admin_server::Admin;
+use super::proto::metadata_server::Metadata;
+use super::proto::raft_peer_server::RaftPeer;
+use super::proto::{
+    watch_event, AddControllerRequest, AppliedEntry, Broker, ClusterStatus, ClusterStatusRequest,
+    Controller, MembershipReply, ProposeReply, ProposeRequest, RaftPayload, ReadStateRequest,
+    RemoveControllerRequest, StateSnapshot, WatchEvent, WatchRequest,
+};
+use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
+use crate::model::Command;
+use crate::raft::{
+    ControllerNode, FeedRead, NodeId, Proposal, Raft, SessionId, StateMachine, TypeConfig,
+};
+
+/// Entries sent to a watcher per read of the feed.
+const WATCH_BATCH: usize = 256;
+/// Events buffered per watcher before the stream applies back-pressure.
+const WATCH_BUFFER: usize = 1_024;
+
+/// Serves `RaftPeer`: openraft's RPCs from the other controllers.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft) -> PeerService {
+        PeerService { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("undecodable {what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+}
+
+fn payload<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(RaftPayload {
+        json: encode(value)?,
+        data: Vec::new(),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().json, "AppendEntries request")?;
+        payload(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(&request.into_inner().json, "Vote request")?;
+        payload(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let RaftPayload { json, data } = request.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode(&json, "InstallSnapshot request")?;
+        rpc.data = data;
+        payload(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+/// The `FAILED_PRECONDITION` a follower answers, with the leader hint.
+pub(crate) fn not_leader(me: NodeId, forward: &ForwardToLeader<NodeId, ControllerNode>) -> Status {
+    let message = match (&forward.leader_id, &forward.leader_node) {
+        (Some(id), Some(node)) => format!(
+            "controller {me} is not the leader; controller {id} at {} is",
+            node.api_addr
+        ),
+        _ => format!("controller {me} is not the leader, and knows of no leader yet; retry"),
+    };
+    let mut status = Status::failed_precondition(message);
+    if let (Some(id), Some(node)) = (&forward.leader_id, &forward.leader_node) {
+        let meta = status.metadata_mut();
+        if let Ok(v) = id.to_string().parse() {
+            meta.insert(LEADER_ID_HEADER, v);
+        }
+        if let Ok(v) = node.api_addr.parse() {
+            meta.insert(LEADER_ADDRESS_HEADER, v);
+        }
+    }
+    status
+}
+
+fn write_error(
+    me: NodeId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, ControllerNode>>,
+) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(me, &f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(format!("membership change refused: {e}"))
+        }
+        RaftError::Fatal(f) => Status::unavailable(format!("controller {me} is stopping: {f}")),
+    }
+}
+
+/// Serves `Metadata` and `Admin`.
+#[derive(Clone)]
+pub struct ApiService {
+    id: NodeId,
+    raft: Raft,
+    sm: StateMachine,
+}
+
+impl ApiService {
+    pub fn new(id: NodeId, raft: Raft, sm: StateMachine) -> ApiService {
+        ApiService { id, raft, sm }
+    }
+
+    fn snapshot_event(&self) -> Result<StateSnapshot, Status> {
+        let (index, state) = self
+            .sm
+            .state_json()
+            .map_err(|e| Status::internal(format!("cannot encode the state: {e}")))?;
+        Ok(StateSnapshot { index, state })
+    }
+
+    fn voters(&self) -> Vec<u64> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.voter_ids().collect()
+    }
+}
+
+/// Feeds one watcher from `after` on until it goes away.
+async fn run_watch(
+    service: ApiService,
+    mut after: u64,
+    tx: mpsc::Sender<Result<WatchEvent, Status>>,
+) {
+    let mut applied = service.sm.subscribe();
+    loop {
+        applied.borrow_and_update();
+        let events = match service.sm.feed_after(after, WATCH_BATCH) {
+            FeedRead::Behind => match service.snapshot_event() {
+                Ok(snapshot) => {
+                    after = snapshot.index;
+                    vec![WatchEvent {
+                        event: Some(watch_event::Event::Snapshot(snapshot)),
+                    }]
+                }
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            },
+            FeedRead::Entries(entries) => entries
+                .into_iter()
+                .map(|e| {
+                    after = e.index;
+                    WatchEvent {
+                        event: Some(watch_event::Event::Entry(AppliedEntry {
+                            index: e.index,
+                            command: e.command.map(|c| c.to_vec()).unwrap_or_default(),
+                        })),
+                    }
+                })
+                .collect(),
+        };
+        if events.is_empty() {
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+            continue;
+        }
+        for event in events {
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Metadata for ApiService {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let req = request.into_inner();
+        let command: Command = decode(&req.command, "command")?;
+        let session = if req.client_id.is_empty() {
+            None
+        } else {
+            let client = Uuid::from_slice(&req.client_id).map_err(|e| {
+                Status::invalid_argument(format!("client_id must be a 16-byte UUID: {e}"))
+            })?;
+            if req.floor > req.seq + 1 {
+                return Err(Status::invalid_argument(format!(
+                    "floor {} is above seq {} + 1: a client cannot have been answered a proposal it has not made",
+                    req.floor, req.seq
+                )));
+            }
+            Some(SessionId {
+                client,
+                seq: req.seq,
+                floor: req.floor,
+            })
+        };
+        let written = self
+            .raft
+            .client_write(Proposal { session, command })
+            .await
+            .map_err(|e| write_error(self.id, e))?;
+        Ok(Response::new(ProposeReply {
+            index: written.log_id.index,
+            outcome: encode(&written.data)?,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let after = request.into_inner().after_index;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(run_watch(self.clone(), after, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn read_state(
+        &self,
+        _request: Request<ReadStateRequest>,
+    ) -> Result<Response<StateSnapshot>, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(Response::new(self.snapshot_event()?)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(self.id, &f))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                Status::unavailable(format!("controller {} cannot reach a quorum: {e}", self.id)),
+            ),
+            Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!(
+                "controller {} is stopping: {f}",
+                self.id
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for ApiService {
+    async fn get_cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, ControllerNode> = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        let matched = metrics.replication.clone().unwrap_or_default();
+        let controllers = nodes
+            .iter()
+            .map(|(id, node)| Controller {
+                id: *id,
+                raft_address: node.raft_addr.clone(),
+                metadata_address: node.api_addr.clone(),
+                voter: voters.contains(id),
+                matched_index: matched.get(id).and_then(|m| m.map(|log| log.index)),
+            })
+            .collect();
+        let leader_address = metrics
+            .current_leader
+            .and_then(|id| nodes.get(&id))
+            .map(|n| n.api_addr.clone())
+            .unwrap_or_default();
+        let (brokers, topics, partitions) = self.sm.read(|state, _| {
+            let brokers = state
+                .brokers
+                .values()
+                .map(|b| Broker {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone().unwrap_or_default(),
+                })
+                .collect::<Vec<_>>();
+            let partitions = state
+                .topics
+                .values()
+                .map(|t| t.partitions.len() as u64)
+                .sum::<u64>();
+            (brokers, state.topics.len() as u32, partitions)
+        });
+        Ok(Response::new(ClusterStatus {
+            node_id: self.id,
+            leader_id: metrics.current_leader,
+            leader_address,
+            term: metrics.current_term,
+            last_applied: metrics.last_applied.map_or(0, |l| l.index),
+            controllers,
+            brokers,
+            topics,
+            partitions,
+        }))
+    }
+
+    async fn add_controller(
+        &self,
+        request: Request<AddControllerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = request.into_inner();
+        for (what, addr) in [
+            ("raft_address", &req.raft_address),
+            ("metadata_address", &req.metadata_address),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(Status::invalid_argument(format!(
+                    "{what} {addr:?} must be host:port"
+                )));
+            }
+        }
+        if self.voters().contains(&req.id) {
+            return Err(Status::already_exists(format!(
+                "controller {} is already a voter",
+                req.id
+            )));
+        }
+        let node = ControllerNode::new(req.raft_address, req.metadata_address);
+        // As a learner first, blocking until it caught up, so that the
+        // quorum never waits for a voter that has yet to read the log.
+        self.raft
+            .add_learner(req.id, node, true)
+            .await
+            .map_err(|e| write_error(self.id, e))?;
+        let written = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| write_error(self.id, e))?;
+        Ok(Response::new(MembershipReply {
+            voters: self.voters(),
+            index: written.log_id.index,
+        }))
+    }
+
+    async fn remove_controller(
+        &self,
+        request: Request<RemoveControllerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let id = request.into_inner().id;
+        let voters = self.voters();
+        if !voters.contains(&id) {
+            return Err(Status::not_found(format!("controller {id} is not a voter")));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition(
+                "cannot remove the last voter".to_string(),
+            ));
+        }
+        let written = self
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| write_error(self.id, e))?;
+        Ok(Response::new(MembershipReply {
+            voters: self.voters(),
+            index: written.log_id.index,
+        }))
+    }
+}

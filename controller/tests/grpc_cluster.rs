@@ -1,0 +1,393 @@
+//! Three controllers in one process, talking real gRPC over loopback
+//! (the same servers and network as `floe controller`): bootstrap, leader
+//! hints, exactly-once proposals across a leader loss, restart from disk,
+//! membership changes, watches, and hostile requests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use floe_controller::grpc::client::{ClientOptions, Committed};
+use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
+use floe_controller::grpc::proto::metadata_client::MetadataClient;
+use floe_controller::grpc::proto::raft_peer_client::RaftPeerClient;
+use floe_controller::grpc::proto::{ProposeRequest, RaftPayload};
+use floe_controller::grpc::{ControllerClient, Mirror, LEADER_ADDRESS_HEADER};
+use floe_controller::model::{Command, Outcome};
+use floe_controller::raft::{ControllerNode, NodeId};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Cluster {
+    root: PathBuf,
+    voters: BTreeMap<NodeId, ControllerNode>,
+    nodes: BTreeMap<NodeId, RunningController>,
+}
+
+fn config(
+    root: &Path,
+    id: NodeId,
+    voters: &BTreeMap<NodeId, ControllerNode>,
+) -> anyhow::Result<NodeConfig> {
+    let mut raft = node::default_raft_config("floe-test")?;
+    // Snapshot often, so that restarts and lagging nodes use snapshots.
+    raft.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(50);
+    raft.max_in_snapshot_log_to_keep = 5;
+    Ok(NodeConfig {
+        id,
+        advertised: voters.get(&id).cloned().unwrap_or_default(),
+        initial_voters: voters.clone(),
+        data_dir: root.join(format!("controller-{id}")),
+        raft: raft.validate()?,
+        bootstrap_grace: Duration::from_millis(50),
+    })
+}
+
+impl Cluster {
+    /// Binds three controllers on loopback and starts them.
+    async fn start(root: &Path) -> anyhow::Result<Cluster> {
+        let mut listeners = BTreeMap::new();
+        let mut voters = BTreeMap::new();
+        for id in 1..=3 {
+            let l = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+            let (raft, api) = l.addrs()?;
+            voters.insert(id, ControllerNode::new(raft.to_string(), api.to_string()));
+            listeners.insert(id, l);
+        }
+        let mut cluster = Cluster {
+            root: root.to_owned(),
+            voters,
+            nodes: BTreeMap::new(),
+        };
+        for (id, l) in listeners {
+            cluster.start_node(id, l).await?;
+        }
+        Ok(cluster)
+    }
+
+    async fn start_node(&mut self, id: NodeId, listeners: Listeners) -> anyhow::Result<()> {
+        let config = config(&self.root, id, &self.voters)?;
+        let running = node::start(config, listeners).await?;
+        self.nodes.insert(id, running);
+        Ok(())
+    }
+
+    /// Restarts a stopped node on its old addresses.
+    async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let addr = self.voters.get(&id).context("unknown node")?.clone();
+        let listeners = Listeners::bind(addr.raft_addr.parse()?, addr.api_addr.parse()?).await?;
+        self.start_node(id, listeners).await
+    }
+
+    async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self.nodes.remove(&id).context("not running")?;
+        node.shutdown().await.map_err(anyhow::Error::msg)
+    }
+
+    fn client(&self) -> ControllerClient {
+        ControllerClient::new(
+            self.voters.values().map(|n| n.api_addr.clone()).collect(),
+            ClientOptions {
+                deadline: WAIT,
+                attempt_timeout: Duration::from_secs(3),
+            },
+        )
+    }
+
+    async fn leader(&self) -> anyhow::Result<NodeId> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            for node in self.nodes.values() {
+                let leader = node.raft.metrics().borrow().current_leader;
+                if let Some(l) = leader {
+                    if self.nodes.contains_key(&l)
+                        && self.nodes[&l].raft.metrics().borrow().current_leader == Some(l)
+                    {
+                        return Ok(l);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no leader among {:?}", self.nodes.keys());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every running node applied `index`, then returns each
+    /// node's state as JSON.
+    async fn states_at(&self, index: u64) -> anyhow::Result<BTreeMap<NodeId, serde_json::Value>> {
+        let mut out = BTreeMap::new();
+        for (id, node) in &self.nodes {
+            let mut rx = node.sm.subscribe();
+            tokio::time::timeout(WAIT, rx.wait_for(|a| *a >= index))
+                .await
+                .with_context(|| format!("node {id} never applied {index}"))??;
+            let (at, json) = node.sm.state_json()?;
+            ensure!(at >= index);
+            out.insert(*id, serde_json::from_slice(&json)?);
+        }
+        Ok(out)
+    }
+}
+
+fn allocated(c: &Committed) -> anyhow::Result<i64> {
+    match &c.answer {
+        Ok(Outcome::ProducerIds { first, .. }) => Ok(*first),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_controllers_elect_commit_fail_over_and_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    let mirror = Mirror::start(client.clone());
+
+    // Exactly once: each allocation of one producer id is applied once, so
+    // the ids handed out are 0, 1, 2, ... with no gap, whatever retries the
+    // leader loss below causes.
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(allocated(
+            &client
+                .propose(&Command::AllocateProducerIds { count: 1 })
+                .await?,
+        )?);
+    }
+    let first_leader = cluster.leader().await?;
+    cluster.stop(first_leader).await?;
+    // Concurrent proposals through the leader change.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                let c = client
+                    .propose(&Command::AllocateProducerIds { count: 1 })
+                    .await?;
+                got.push(allocated(&c)?);
+            }
+            anyhow::Ok(got)
+        }));
+    }
+    for t in tasks {
+        ids.extend(t.await??);
+    }
+    let second_leader = cluster.leader().await?;
+    ensure!(second_leader != first_leader);
+    ids.sort_unstable();
+    let base = ids[0];
+    ensure!(
+        ids == (base..base + 60).collect::<Vec<i64>>(),
+        "ids not contiguous: {ids:?}"
+    );
+
+    // Followers hint the leader.
+    let follower = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != second_leader)
+        .context("follower")?;
+    let mut raw =
+        MetadataClient::connect(format!("http://{}", cluster.voters[&follower].api_addr)).await?;
+    let status = raw
+        .propose(ProposeRequest {
+            command: serde_json::to_vec(&Command::AllocateProducerIds { count: 1 })?,
+            ..ProposeRequest::default()
+        })
+        .await
+        .expect_err("a follower does not commit");
+    ensure!(
+        status.code() == tonic::Code::FailedPrecondition,
+        "{status:?}"
+    );
+    let hint = status
+        .metadata()
+        .get(LEADER_ADDRESS_HEADER)
+        .context("no leader hint")?;
+    ensure!(hint.to_str()? == cluster.voters[&second_leader].api_addr);
+
+    // The old leader comes back and catches up; then everyone restarts.
+    cluster.restart(first_leader).await?;
+    let last = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    ensure!(allocated(&last)? == base + 60);
+    let states = cluster.states_at(last.index).await?;
+    ensure!(states.values().all(|s| s == &states[&1]), "replicas differ");
+    ensure!(
+        mirror.wait_for(last.index, WAIT).await,
+        "mirror never applied {}",
+        last.index
+    );
+    let mirrored = mirror.read(|s| serde_json::to_value(s))?;
+    ensure!(
+        mirrored == states[&1],
+        "the mirror differs from the controllers"
+    );
+
+    for id in [1, 2, 3] {
+        cluster.stop(id).await?;
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id).await?;
+    }
+    let after = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    ensure!(
+        allocated(&after)? == base + 61,
+        "a committed command was lost or repeated over the restart"
+    );
+    let states = cluster.states_at(after.index).await?;
+    ensure!(
+        states.values().all(|s| s == &states[&1]),
+        "replicas differ after restart"
+    );
+    // A fresh watcher starts from a snapshot or the feed and agrees too.
+    let late = Mirror::start(cluster.client());
+    ensure!(late.wait_for(after.index, WAIT).await);
+    ensure!(late.read(|s| serde_json::to_value(s))? == states[&1]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_are_added_and_removed_without_downtime() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    let first = allocated(
+        &client
+            .propose(&Command::AllocateProducerIds { count: 1 })
+            .await?,
+    )?;
+
+    // A fourth controller joins: started with no initial voters, then added.
+    let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+    let (raft, api) = listeners.addrs()?;
+    let fourth = ControllerNode::new(raft.to_string(), api.to_string());
+    let mut cfg = config(dir.path(), 4, &BTreeMap::new())?;
+    cfg.advertised = fourth.clone();
+    let running = node::start(cfg, listeners).await?;
+    cluster.nodes.insert(4, running);
+    let reply = client
+        .add_controller(4, &fourth.raft_addr, &fourth.api_addr)
+        .await?;
+    ensure!(reply.voters == vec![1, 2, 3, 4], "{reply:?}");
+    cluster.voters.insert(4, fourth);
+
+    // Remove the leader itself: the others go on.
+    let leader = cluster.leader().await?;
+    let reply = client.remove_controller(leader).await?;
+    ensure!(
+        !reply.voters.contains(&leader) && reply.voters.len() == 3,
+        "{reply:?}"
+    );
+    cluster.stop(leader).await?;
+    cluster.voters.remove(&leader);
+    let client = cluster.client();
+    let c = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    ensure!(allocated(&c)? == first + 1);
+    let status = client.cluster_status().await?;
+    ensure!(
+        status.controllers.iter().filter(|c| c.voter).count() == 3,
+        "{status:?}"
+    );
+    ensure!(!status.controllers.iter().any(|c| c.id == leader));
+
+    // Bad membership requests are refused with a clear error.
+    let err = client
+        .remove_controller(99)
+        .await
+        .expect_err("unknown voter");
+    ensure!(err.to_string().contains("not a voter"), "{err}");
+    let voter = *cluster.voters.keys().next().context("voter")?;
+    let err = client
+        .add_controller(voter, "127.0.0.1:1", "127.0.0.1:2")
+        .await
+        .expect_err("dup");
+    ensure!(err.to_string().contains("already a voter"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    let before = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    let leader = cluster.leader().await?;
+    let addr = &cluster.voters[&leader];
+
+    let mut meta = MetadataClient::connect(format!("http://{}", addr.api_addr)).await?;
+    for (request, expect) in [
+        (
+            ProposeRequest {
+                command: b"{not json".to_vec(),
+                ..ProposeRequest::default()
+            },
+            "undecodable command",
+        ),
+        (
+            ProposeRequest {
+                command: br#"{"NoSuchCommand":{}}"#.to_vec(),
+                ..ProposeRequest::default()
+            },
+            "undecodable command",
+        ),
+        (
+            ProposeRequest {
+                command: serde_json::to_vec(&Command::AllocateProducerIds { count: 1 })?,
+                client_id: vec![1, 2, 3],
+                ..ProposeRequest::default()
+            },
+            "16-byte UUID",
+        ),
+    ] {
+        let status = meta.propose(request).await.expect_err("refused");
+        ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+        ensure!(status.message().contains(expect), "{status:?}");
+    }
+    let mut peer = RaftPeerClient::connect(format!("http://{}", addr.raft_addr)).await?;
+    for garbage in [&b""[..], b"\xff\xfe", br#"{"vote":1}"#] {
+        let status = peer
+            .append_entries(RaftPayload {
+                json: garbage.to_vec(),
+                data: Vec::new(),
+            })
+            .await
+            .expect_err("refused");
+        ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+        let status = peer
+            .vote(RaftPayload {
+                json: garbage.to_vec(),
+                data: Vec::new(),
+            })
+            .await
+            .expect_err("refused");
+        ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+    }
+    // A refused command is an answer, not a failure; the state is intact.
+    let refused = client
+        .propose(&Command::DeleteTopic {
+            name: "never-created".to_owned(),
+        })
+        .await?;
+    ensure!(refused.answer.is_err(), "{refused:?}");
+    let after = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    ensure!(allocated(&after)? == allocated(&before)? + 1);
+    let states = cluster.states_at(after.index).await?;
+    ensure!(states.values().all(|s| s == &states[&1]));
+    Ok(())
+}
