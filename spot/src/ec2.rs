@@ -230,6 +230,7 @@ impl Ec2Source {
         // naming the ids) does not fail the whole call when one instance is
         // already gone.
         let ids: Vec<String> = instances.iter().cloned().collect();
+        let mut answered = BTreeSet::new();
         for chunk in ids.chunks(IDS_PER_CALL) {
             let mut pages = self
                 .client
@@ -253,11 +254,23 @@ impl Ec2Source {
                     let Some(id) = status.instance_id() else {
                         continue;
                     };
+                    answered.insert(id.to_string());
                     for signal in instance_status_signals(status, now) {
                         out.push((id.to_string(), signal));
                     }
                 }
             }
+        }
+        // EC2 lists terminated instances for about an hour, so a node whose
+        // instance is missing points at a wrong region or account rather than
+        // at an interruption: say so, but do not drain on it.
+        let missing: Vec<&String> = instances.difference(&answered).collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                count = missing.len(),
+                first = %missing[0],
+                "EC2 does not know some of the nodes' instances; check the region and account of the EC2 client"
+            );
         }
         Ok(out)
     }

@@ -351,6 +351,58 @@ pods:
         assert_eq!(r.sink().calls.lock().unwrap().len(), 2);
     }
 
+    /// A sink shared with the test while `run` owns the responder.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<Recorder>);
+
+    impl DrainSink for Shared {
+        async fn drain(
+            &self,
+            brokers: &[BrokerId],
+            deadline: SystemTime,
+        ) -> Result<(), DrainError> {
+            self.0.drain(brokers, deadline).await
+        }
+    }
+
+    #[tokio::test]
+    async fn run_drains_when_a_taint_appears_in_the_view() {
+        let calm = view(VIEW);
+        let (tx, rx) = watch::channel(Arc::new(calm.clone()));
+        let watcher =
+            Watcher::new(Duration::from_millis(10)).with_source(NodeSource::new(rx.clone()));
+        let sink = Shared::default();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            watcher,
+            Responder::new("events", sink.clone()),
+            rx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sink.0.calls.lock().unwrap().is_empty());
+        // Karpenter taints node b.
+        let mut tainted = calm;
+        tainted.nodes[1].spec.as_mut().unwrap().taints =
+            Some(vec![k8s_openapi::api::core::v1::Taint {
+                key: "karpenter.sh/disrupted".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]);
+        tx.send(Arc::new(tainted)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink.0.calls.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no drain within 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        let calls = sink.0.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "drained once across rounds: {calls:?}");
+        assert_eq!(calls[0].0, [1]);
+    }
+
     #[tokio::test]
     async fn far_deadlines_wait_and_replaced_brokers_are_forgotten() {
         let mut v = view(VIEW);
