@@ -60,8 +60,10 @@
 //!   interruptions (node taints) draining the broker on that node; moving
 //!   brokers between the on-demand and spot StatefulSets (turning spot on or
 //!   off) is not drained yet.
-//! - The Helm chart (operator Deployment, least-privilege RBAC, CRD) in
-//!   `charts/floe-operator/`.
+//!
+//! The Helm chart that installs the operator (CRD, Deployment, least-privilege
+//! RBAC) is `charts/floe-operator/`; `tests/chart.rs` keeps its CRD copy
+//! current and validates the example clusters in `charts/examples/`.
 
 pub mod admin;
 pub mod controller;
