@@ -17,7 +17,9 @@ helm binary): Helm's own lint and rendering through PyPI `helm-python-sdk`
 - The chart's CRD is the generated crds/kafkacluster.yaml (the Rust test
   operator/tests/chart.rs checks this too, and the examples' specs).
 - The Argo CD health check in docs/operator.md is the one in
-  charts/examples/argocd-health-kafkacluster.lua.
+  charts/examples/argocd-health-kafkacluster.lua, and it maps the statuses
+  the operator writes to Healthy / Progressing / Degraded (run with PyPI
+  `lupa`).
 - Every KafkaCluster in charts/examples/ matches the CRD's OpenAPI schema;
   the HPA targets a KafkaCluster of the same file within its bounds; the Argo
   CD Applications point at paths that exist.
@@ -206,6 +208,74 @@ def health_check_docs():
     check(indented in docs, "docs/operator.md carries charts/examples/argocd-health-kafkacluster.lua verbatim")
 
 
+def cond(type_, status, message=""):
+    return {"type": type_, "status": status, "reason": "R", "message": message}
+
+
+# (object, expected Argo CD health): the shapes operator/src/reconcile/status.rs writes.
+HEALTH_CASES = [
+    ({"metadata": {"generation": 1}}, "Progressing"),
+    (
+        {"metadata": {"generation": 3}, "status": {"observedGeneration": 2, "conditions": [cond("Ready", "True")]}},
+        "Progressing",
+    ),
+    (
+        {
+            "metadata": {"generation": 2},
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [cond("Ready", "True", "3/3"), cond("Progressing", "False"), cond("Degraded", "False")],
+            },
+        },
+        "Healthy",
+    ),
+    (
+        {
+            "metadata": {"generation": 2},
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [cond("Ready", "True"), cond("Progressing", "True", "scaling"), cond("Degraded", "False")],
+            },
+        },
+        "Progressing",
+    ),
+    (
+        {
+            "metadata": {"generation": 4},
+            "status": {
+                "observedGeneration": 4,
+                "conditions": [cond("Ready", "False"), cond("Progressing", "False"), cond("Degraded", "True", "invalid")],
+            },
+        },
+        "Degraded",
+    ),
+    (
+        {
+            "metadata": {"generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [cond("Ready", "False", "1/3"), cond("Progressing", "True", "creating"), cond("Degraded", "False")],
+            },
+        },
+        "Progressing",
+    ),
+]
+
+
+def health_check_lua():
+    """Run the health check (Argo CD runs it with gopher-lua, Lua 5.1; this
+    uses lupa's Lua, which runs the same subset) over the status shapes."""
+    from lupa import LuaRuntime
+
+    script = (EXAMPLES / "argocd-health-kafkacluster.lua").read_text()
+    for obj, expected in HEALTH_CASES:
+        lua = LuaRuntime(unpack_returned_tuples=True)
+        lua.globals().obj = lua.table_from(obj, recursive=True)
+        hs = lua.execute(script)
+        check(hs["status"] == expected, f"health check of {obj}: {hs['status']} != {expected}")
+        check(bool(hs["message"]), f"health check of {obj}: no message")
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -216,6 +286,7 @@ def main():
     rbac(rendered)
     examples(crd(chart), out)
     health_check_docs()
+    health_check_lua()
     for f in failures:
         print(f"FAIL {f}", file=sys.stderr)
     if failures:
