@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_crds::{KafkaCluster, ReassignmentOutcome, ReassignmentStatus, ReassignmentTrigger};
+use floe_crds::KafkaCluster;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -36,19 +36,19 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::admin::{AdminConnector, ClusterAdmin};
+use crate::admin::AdminConnector;
 use crate::labels::{self, Component};
 use crate::metrics::{Metrics, Outcome};
 use crate::names;
-use crate::reclaim::{Credentials, DataReclaimer, ReclaimError};
+use crate::reclaim::{DataReclaimer, ReclaimError};
 use crate::reconcile::apply::{apply, ApplyError};
 use crate::reconcile::build::build;
 use crate::reconcile::dereference::{
     dereference, referenced_secrets, DereferenceError, Referenced,
 };
-use crate::reconcile::scaling::{self, Step, Wait};
+use crate::reconcile::scaling;
 use crate::reconcile::status::{status, Observed};
-use crate::reconcile::validate::{validate, InvalidSpec, ObjectStore};
+use crate::reconcile::validate::{validate, InvalidSpec};
 
 /// The finalizer that holds a deleted KafkaCluster until its data is
 /// reclaimed (or retained).
@@ -231,7 +231,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
                 }
                 Ok(action)
             }
-            Finalized::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+            Finalized::Cleanup(cluster) => cleanup::cleanup(&cluster, &ctx).await,
         }
     })
     .await
@@ -263,7 +263,7 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
         }
     };
 
-    let observed = observe(&ctx.client, &validated.namespace, &validated.name).await?;
+    let observed = observe(&ctx.client, &validated.namespace, &validated.name, false).await?;
     let current = (!observed.brokers.is_empty()).then(|| {
         observed
             .brokers
@@ -309,9 +309,9 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
         .await;
     }
 
-    let (reassignment, requeue) = carry_out(&step, admin.as_ref(), cluster, ctx).await;
+    let (reassignment, requeue) = scale::carry_out(&step, admin.as_ref(), cluster, ctx).await;
 
-    let observed = observe(&ctx.client, &validated.namespace, &validated.name).await?;
+    let observed = observe(&ctx.client, &validated.namespace, &validated.name, true).await?;
     let partitions = brokers
         .as_ref()
         .map(|b| b.iter().map(|b| b.partitions as i32).sum());
@@ -355,7 +355,7 @@ async fn reconcile_invalid(
     )
     .await;
     let namespace = cluster.namespace().unwrap_or_default();
-    let observed = observe(&ctx.client, &namespace, &cluster.name_any()).await?;
+    let observed = observe(&ctx.client, &namespace, &cluster.name_any(), true).await?;
     let next = status(
         cluster,
         Err(invalid),
@@ -375,257 +375,6 @@ async fn reconcile_invalid(
         Action::await_change()
     })
 }
-
-/// Ask the controller for what the scaling step needs; returns the
-/// reassignment to report (if this step started or ended one) and when to
-/// come back.
-async fn carry_out(
-    step: &Step,
-    admin: &dyn ClusterAdmin,
-    cluster: &KafkaCluster,
-    ctx: &Context,
-) -> (Option<ReassignmentStatus>, Action) {
-    let previous = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.last_reassignment.clone());
-    let ids = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>();
-    match &step.action {
-        scaling::Action::Nothing => (None, Action::requeue(RESYNC)),
-        scaling::Action::Wait(Wait::Registering(_) | Wait::Draining(_)) => {
-            (None, Action::requeue(SCALING_POLL))
-        }
-        scaling::Action::Wait(Wait::AdminUnavailable) => {
-            let current: i32 = step.replicas;
-            let desired = cluster.spec.brokers.replicas;
-            if current > desired {
-                publish(
-                    ctx,
-                    cluster,
-                    EventType::Warning,
-                    "ScaleInHeld",
-                    "Scale",
-                    format!(
-                        "keeping {current} brokers instead of {desired}: the metadata controllers cannot be asked to drain the brokers that would go; check that the controller pods are ready"
-                    ),
-                )
-                .await;
-            }
-            (None, Action::requeue(ADMIN_RETRY))
-        }
-        scaling::Action::Drain(brokers) => {
-            let started = reassignment(ReassignmentTrigger::ScaleIn, ids(brokers));
-            match admin.drain(brokers).await {
-                Ok(()) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Normal,
-                        "DrainStarted",
-                        "Scale",
-                        format!(
-                            "draining brokers {} before the StatefulSet shrinks",
-                            ids(brokers).join(", ")
-                        ),
-                    )
-                    .await;
-                    (Some(started), Action::requeue(SCALING_POLL))
-                }
-                Err(error) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "DrainFailed",
-                        "Scale",
-                        error.to_string(),
-                    )
-                    .await;
-                    let failed = ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Failed,
-                        finished_at: Some(now()),
-                        message: error.to_string(),
-                        ..started
-                    };
-                    (Some(failed), Action::requeue(ADMIN_RETRY))
-                }
-            }
-        }
-        scaling::Action::Lower(count) => {
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "ScaledIn",
-                "Scale",
-                format!("brokers drained; StatefulSets lowered to {count} brokers"),
-            )
-            .await;
-            let done = match previous {
-                Some(p)
-                    if p.trigger == ReassignmentTrigger::ScaleIn
-                        && p.outcome == ReassignmentOutcome::InProgress =>
-                {
-                    ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Succeeded,
-                        finished_at: Some(now()),
-                        ..p
-                    }
-                }
-                _ => ReassignmentStatus {
-                    outcome: ReassignmentOutcome::Succeeded,
-                    finished_at: Some(now()),
-                    ..reassignment(ReassignmentTrigger::ScaleIn, Vec::new())
-                },
-            };
-            (Some(done), Action::requeue(SCALING_POLL))
-        }
-        scaling::Action::Rebalance => {
-            let started = reassignment(ReassignmentTrigger::ScaleOut, Vec::new());
-            match admin.rebalance().await {
-                Ok(moved) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Normal,
-                        "Rebalanced",
-                        "Scale",
-                        format!("{moved} partitions moved onto the new brokers"),
-                    )
-                    .await;
-                    let done = ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Succeeded,
-                        moved_partitions: moved as i32,
-                        finished_at: Some(now()),
-                        ..started
-                    };
-                    (Some(done), Action::requeue(SCALING_POLL))
-                }
-                Err(error) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "RebalanceFailed",
-                        "Scale",
-                        error.to_string(),
-                    )
-                    .await;
-                    let failed = ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Failed,
-                        finished_at: Some(now()),
-                        message: error.to_string(),
-                        ..started
-                    };
-                    (Some(failed), Action::requeue(ADMIN_RETRY))
-                }
-            }
-        }
-    }
-}
-
-fn reassignment(trigger: ReassignmentTrigger, brokers: Vec<String>) -> ReassignmentStatus {
-    ReassignmentStatus {
-        trigger,
-        outcome: ReassignmentOutcome::InProgress,
-        brokers,
-        moved_partitions: 0,
-        started_at: now(),
-        finished_at: None,
-        message: String::new(),
-    }
-}
-
-/// A deleted cluster: reclaim or retain the data, then let the finalizer go.
-async fn cleanup(cluster: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
-    match cluster.spec.reclaim_policy {
-        floe_crds::ReclaimPolicy::Retain => {
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "DataRetained",
-                "Delete",
-                "reclaimPolicy is Retain: the object-store data and the volumes are kept".into(),
-            )
-            .await;
-        }
-        floe_crds::ReclaimPolicy::Delete => {
-            let referenced = dereference(&ctx.client, cluster).await?;
-            let validated = match validate(cluster, &referenced) {
-                Ok(v) => v,
-                Err(invalid) => {
-                    let error = Error::ReclaimBlocked(invalid);
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "ReclaimFailed",
-                        "Delete",
-                        error.to_string(),
-                    )
-                    .await;
-                    return Err(error);
-                }
-            };
-            let credentials = credentials(&validated.object_store, &referenced);
-            match ctx
-                .reclaimer
-                .delete_all(&validated.object_store, credentials.as_ref())
-                .await
-            {
-                Ok(count) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Normal,
-                        "DataDeleted",
-                        "Delete",
-                        format!(
-                            "reclaimPolicy is Delete: deleted {count} objects under {}",
-                            validated.object_store.url()
-                        ),
-                    )
-                    .await;
-                }
-                Err(error) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "ReclaimFailed",
-                        "Delete",
-                        error.to_string(),
-                    )
-                    .await;
-                    return Err(error.into());
-                }
-            }
-        }
-    }
-    Ok(Action::await_change())
-}
-
-/// The static credentials of a validated object store, from its Secret.
-pub fn credentials(store: &ObjectStore, referenced: &Referenced) -> Option<Credentials> {
-    let reference = store.credentials.as_ref()?;
-    let secret = referenced.credentials_secret.as_ref()?;
-    let value = |key: &str| -> Option<String> {
-        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-            return String::from_utf8(v.0.clone()).ok();
-        }
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .cloned()
-    };
-    Some(Credentials {
-        access_key_id: value(&reference.access_key_id_key)?,
-        secret_access_key: value(&reference.secret_access_key_key)?,
-    })
-}
-
 /// The cluster's StatefulSets and broker pods as they are now.
 struct Current {
     controller: Option<StatefulSet>,
@@ -633,7 +382,14 @@ struct Current {
     pods: Vec<Pod>,
 }
 
-async fn observe(client: &Client, namespace: &str, cluster: &str) -> Result<Current, Error> {
+/// The cluster's StatefulSets, and its broker pods when `pods` (the status
+/// needs them; the scaling step before the apply does not).
+async fn observe(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    pods: bool,
+) -> Result<Current, Error> {
     let failed = |kind| {
         let cluster = format!("{namespace}/{cluster}");
         move |source| Error::Observe {
@@ -666,6 +422,9 @@ async fn observe(client: &Client, namespace: &str, cluster: &str) -> Result<Curr
         }
     }
     current.brokers.sort_by_key(|s| s.name_any());
+    if !pods {
+        return Ok(current);
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     current.pods = pods
         .list(&ListParams::default().labels(&labels::selector_string(&broker_selector)))
@@ -708,7 +467,7 @@ async fn write_status(
 
 /// Publish an Event about `cluster`; a failure is logged, not fatal (Events
 /// are advice, the status is the record).
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     cluster: &KafkaCluster,
     type_: EventType,
@@ -736,9 +495,14 @@ async fn publish(
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
+
+mod cleanup;
+mod scale;
+
+pub use cleanup::credentials;
 
 #[cfg(test)]
 mod tests {

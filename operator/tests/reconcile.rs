@@ -250,6 +250,70 @@ async fn create_applies_every_child_in_order_and_writes_status() {
     assert_eq!(h.ctx.metrics.reconcile_count(Outcome::Ok), 2);
 }
 
+/// The requests of one reconcile of a new, valid cluster, in order (the
+/// scenario the kube-rs mock tests spell out call by call).
+#[tokio::test]
+async fn a_reconcile_makes_exactly_these_requests_in_this_order() {
+    let h = Harness::new("full", |_| {});
+    assert_eq!(h.reconcile().await.unwrap(), Action::await_change());
+    h.fake.clear_calls();
+    h.reconcile().await.unwrap();
+
+    let ns = "/namespaces/kafka";
+    let mut expected = vec![
+        format!("GET /api/v1{ns}/secrets/minio-credentials"),
+        format!("GET /apis/apps/v1{ns}/statefulsets"),
+    ];
+    for child in h.built() {
+        let (kind, name) = child.split_once('/').unwrap();
+        let prefix = match kind {
+            "StatefulSet" => "/apis/apps/v1",
+            "PodDisruptionBudget" => "/apis/policy/v1",
+            _ => "/api/v1",
+        };
+        expected.push(format!(
+            "PATCH {prefix}{ns}/{}/{name}",
+            fake_api::plural_of(kind)
+        ));
+    }
+    for list in [
+        "/apis/apps/v1{ns}/statefulsets",
+        "/apis/policy/v1{ns}/poddisruptionbudgets",
+        "/api/v1{ns}/services",
+        "/api/v1{ns}/configmaps",
+        "/api/v1{ns}/serviceaccounts",
+        "/apis/apps/v1{ns}/statefulsets",
+        "/api/v1{ns}/pods",
+    ] {
+        expected.push(format!("GET {}", list.replace("{ns}", ns)));
+    }
+    expected.push(format!(
+        "PATCH /apis/floe.dev/v1alpha1{ns}/kafkaclusters/payments/status"
+    ));
+    let calls: Vec<String> = h
+        .fake
+        .calls()
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(calls, expected);
+    // Lists select the cluster's objects by label.
+    let selector = "app.kubernetes.io/instance=payments,app.kubernetes.io/managed-by=floe-operator,app.kubernetes.io/name=floe";
+    let lists: Vec<_> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "GET" && !c.path.contains("/secrets/"))
+        .collect();
+    for list in &lists[..7] {
+        assert_eq!(list.query["labelSelector"], selector, "{}", list.path);
+    }
+    assert_eq!(
+        lists[7].query["labelSelector"],
+        "app.kubernetes.io/component=broker,app.kubernetes.io/instance=payments,app.kubernetes.io/name=floe"
+    );
+}
+
 #[tokio::test]
 async fn a_rerun_over_an_unchanged_cluster_changes_nothing() {
     let h = Harness::new("full", |_| {});

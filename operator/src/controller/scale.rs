@@ -1,0 +1,172 @@
+//! The scaling half of a reconcile: carry out the action of the pure
+//! [`crate::reconcile::scaling`] step through the cluster's
+//! [`ClusterAdmin`], report it as `status.lastReassignment`, publish the
+//! Events a user should see, and choose when to come back.
+
+use floe_crds::{KafkaCluster, ReassignmentOutcome, ReassignmentStatus, ReassignmentTrigger};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::{now, publish, Context, ADMIN_RETRY, RESYNC, SCALING_POLL};
+use crate::admin::ClusterAdmin;
+use crate::reconcile::scaling::{self, Step, Wait};
+
+/// Ask the controller for what the scaling step needs; returns the
+/// reassignment to report (if this step started or ended one) and when to
+/// come back.
+pub(super) async fn carry_out(
+    step: &Step,
+    admin: &dyn ClusterAdmin,
+    cluster: &KafkaCluster,
+    ctx: &Context,
+) -> (Option<ReassignmentStatus>, Action) {
+    let previous = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reassignment.clone());
+    let ids = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>();
+    match &step.action {
+        scaling::Action::Nothing => (None, Action::requeue(RESYNC)),
+        scaling::Action::Wait(Wait::Registering(_) | Wait::Draining(_)) => {
+            (None, Action::requeue(SCALING_POLL))
+        }
+        scaling::Action::Wait(Wait::AdminUnavailable) => {
+            let current: i32 = step.replicas;
+            let desired = cluster.spec.brokers.replicas;
+            if current > desired {
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Warning,
+                    "ScaleInHeld",
+                    "Scale",
+                    format!(
+                        "keeping {current} brokers instead of {desired}: the metadata controllers cannot be asked to drain the brokers that would go; check that the controller pods are ready"
+                    ),
+                )
+                .await;
+            }
+            (None, Action::requeue(ADMIN_RETRY))
+        }
+        scaling::Action::Drain(brokers) => {
+            let started = reassignment(ReassignmentTrigger::ScaleIn, ids(brokers));
+            match admin.drain(brokers).await {
+                Ok(()) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Normal,
+                        "DrainStarted",
+                        "Scale",
+                        format!(
+                            "draining brokers {} before the StatefulSet shrinks",
+                            ids(brokers).join(", ")
+                        ),
+                    )
+                    .await;
+                    (Some(started), Action::requeue(SCALING_POLL))
+                }
+                Err(error) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        "DrainFailed",
+                        "Scale",
+                        error.to_string(),
+                    )
+                    .await;
+                    let failed = ReassignmentStatus {
+                        outcome: ReassignmentOutcome::Failed,
+                        finished_at: Some(now()),
+                        message: error.to_string(),
+                        ..started
+                    };
+                    (Some(failed), Action::requeue(ADMIN_RETRY))
+                }
+            }
+        }
+        scaling::Action::Lower(count) => {
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "ScaledIn",
+                "Scale",
+                format!("brokers drained; StatefulSets lowered to {count} brokers"),
+            )
+            .await;
+            let done = match previous {
+                Some(p)
+                    if p.trigger == ReassignmentTrigger::ScaleIn
+                        && p.outcome == ReassignmentOutcome::InProgress =>
+                {
+                    ReassignmentStatus {
+                        outcome: ReassignmentOutcome::Succeeded,
+                        finished_at: Some(now()),
+                        ..p
+                    }
+                }
+                _ => ReassignmentStatus {
+                    outcome: ReassignmentOutcome::Succeeded,
+                    finished_at: Some(now()),
+                    ..reassignment(ReassignmentTrigger::ScaleIn, Vec::new())
+                },
+            };
+            (Some(done), Action::requeue(SCALING_POLL))
+        }
+        scaling::Action::Rebalance => {
+            let started = reassignment(ReassignmentTrigger::ScaleOut, Vec::new());
+            match admin.rebalance().await {
+                Ok(moved) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Normal,
+                        "Rebalanced",
+                        "Scale",
+                        format!("{moved} partitions moved onto the new brokers"),
+                    )
+                    .await;
+                    let done = ReassignmentStatus {
+                        outcome: ReassignmentOutcome::Succeeded,
+                        moved_partitions: moved as i32,
+                        finished_at: Some(now()),
+                        ..started
+                    };
+                    (Some(done), Action::requeue(SCALING_POLL))
+                }
+                Err(error) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        "RebalanceFailed",
+                        "Scale",
+                        error.to_string(),
+                    )
+                    .await;
+                    let failed = ReassignmentStatus {
+                        outcome: ReassignmentOutcome::Failed,
+                        finished_at: Some(now()),
+                        message: error.to_string(),
+                        ..started
+                    };
+                    (Some(failed), Action::requeue(ADMIN_RETRY))
+                }
+            }
+        }
+    }
+}
+
+fn reassignment(trigger: ReassignmentTrigger, brokers: Vec<String>) -> ReassignmentStatus {
+    ReassignmentStatus {
+        trigger,
+        outcome: ReassignmentOutcome::InProgress,
+        brokers,
+        moved_partitions: 0,
+        started_at: now(),
+        finished_at: None,
+        message: String::new(),
+    }
+}
