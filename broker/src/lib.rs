@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod broker;
 pub mod cluster;
+pub mod controller_node;
 pub mod gc;
 pub mod handler;
 pub mod local;

@@ -1,6 +1,7 @@
 //! `floe`: the Floe command line.
 
 use clap::{Parser, Subcommand};
+use floe_broker::controller_node::{ControllerArgs, ControllerProcess};
 use floe_broker::local::{LocalArgs, LocalNode};
 
 #[global_allocator]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run a single-node cluster (controller + broker) in this process.
     Local(LocalArgs),
+    /// Run one controller of the metadata quorum (Raft over gRPC).
+    Controller(ControllerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,13 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down: uploading what is buffered");
                 node.stop().await;
                 tracing::info!("stopped");
+                Ok(())
+            }
+            Command::Controller(args) => {
+                let controller = ControllerProcess::start(args).await?;
+                wait_for_signal().await?;
+                tracing::info!("shutting down");
+                controller.stop().await;
                 Ok(())
             }
         }

@@ -168,6 +168,68 @@ pub async fn serve(
     storage: Arc<Storage>,
     shutdown: CancellationToken,
 ) {
+    serve_http(listener, shutdown, move |path| match path {
+        "/metrics" => Reply::metrics(metrics.render(&storage)),
+        "/healthz" | "/readyz" => Reply::ok(),
+        _ => Reply::not_found(),
+    })
+    .await
+}
+
+/// One answer of [`serve_http`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    /// `200 OK`, body `ok`.
+    pub fn ok() -> Reply {
+        Reply {
+            status: "200 OK",
+            content_type: "text/plain",
+            body: "ok\n".to_owned(),
+        }
+    }
+
+    /// `503 Service Unavailable` with the reason.
+    pub fn unavailable(why: impl Into<String>) -> Reply {
+        Reply {
+            status: "503 Service Unavailable",
+            content_type: "text/plain",
+            body: why.into() + "\n",
+        }
+    }
+
+    /// `404 Not Found`.
+    pub fn not_found() -> Reply {
+        Reply {
+            status: "404 Not Found",
+            content_type: "text/plain",
+            body: "not found\n".to_owned(),
+        }
+    }
+
+    /// An OpenMetrics exposition.
+    pub fn metrics(body: String) -> Reply {
+        Reply {
+            status: "200 OK",
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        }
+    }
+}
+
+/// Serves `GET <path>` with `handler`'s reply on a plain HTTP/1.1 listener
+/// (one request per connection) until shutdown: the health and metrics
+/// endpoint of every `floe` process.
+pub async fn serve_http<F>(listener: TcpListener, shutdown: CancellationToken, handler: F)
+where
+    F: Fn(&str) -> Reply + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
     loop {
         let (mut socket, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -176,8 +238,7 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let metrics = metrics.clone();
-        let storage = storage.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let n = match tokio::time::timeout(
@@ -191,21 +252,15 @@ pub async fn serve(
             };
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(&storage),
-                ),
-                "/healthz" | "/readyz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-            };
+            let reply = handler(path);
             let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
+                "HTTP/1.1 {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                reply.status,
+                reply.content_type,
+                reply.body.len()
             );
             let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(body.as_bytes()).await;
+            let _ = socket.write_all(reply.body.as_bytes()).await;
         });
     }
 }

@@ -96,6 +96,8 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 /// The node id of a controller.
 pub type NodeId = u64;
+/// What a controller reports about itself (term, leader, log, membership).
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, ControllerNode>;
 /// openraft's storage error for [`TypeConfig`].
 pub type StorageError = openraft::StorageError<NodeId>;
 

@@ -237,7 +237,12 @@ impl ControllerClient {
 
     /// Runs `call` against the leader (or whoever answers, for calls any
     /// controller serves), following hints and retrying until the deadline.
-    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    /// `leader_only`: a success proves `addr` leads (remember it).
+    async fn with_retries<T, F, Fut>(
+        &self,
+        leader_only: bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -253,7 +258,9 @@ impl ControllerClient {
                 tokio::time::timeout(self.inner.options.attempt_timeout, call(addr.clone()));
             let status = match attempt.await {
                 Ok(Ok(value)) => {
-                    self.set_leader(Some(addr));
+                    if leader_only {
+                        self.set_leader(Some(addr));
+                    }
                     return Ok(value);
                 }
                 Ok(Err(Failure::Status(status))) => status,
@@ -298,7 +305,7 @@ impl ControllerClient {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         self.pending().insert(seq);
         let result = self
-            .with_retries(|addr| {
+            .with_retries(true, |addr| {
                 let request = ProposeRequest {
                     command: json.clone(),
                     client_id: self.inner.client_id.as_bytes().to_vec(),
@@ -328,7 +335,7 @@ impl ControllerClient {
 
     /// A linearizable read of the whole state, and its log index.
     pub async fn read_state(&self) -> Result<(u64, MetadataState), ClientError> {
-        self.with_retries(|addr| {
+        self.with_retries(true, |addr| {
             let client = self.metadata(&addr);
             async move {
                 let reply = client?.read_state(ReadStateRequest {}).await?.into_inner();
@@ -339,9 +346,9 @@ impl ControllerClient {
         .await
     }
 
-    /// The cluster as the leader (or, failing that, any controller) sees it.
+    /// The cluster as the leader (when known; else any controller) sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        self.with_retries(|addr| {
+        self.with_retries(false, |addr| {
             let client = self.admin(&addr);
             async move {
                 Ok(client?
@@ -360,7 +367,7 @@ impl ControllerClient {
         raft_address: &str,
         metadata_address: &str,
     ) -> Result<MembershipReply, ClientError> {
-        self.with_retries(|addr| {
+        self.with_retries(true, |addr| {
             let client = self.admin(&addr);
             let request = AddControllerRequest {
                 id,
@@ -374,7 +381,7 @@ impl ControllerClient {
 
     /// Removes voter `id`.
     pub async fn remove_controller(&self, id: u64) -> Result<MembershipReply, ClientError> {
-        self.with_retries(|addr| {
+        self.with_retries(true, |addr| {
             let client = self.admin(&addr);
             async move {
                 Ok(client?
