@@ -190,18 +190,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .watches(
             Api::<Secret>::all(client),
             watcher::Config::default(),
-            move |secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| {
-                        c.namespace() == namespace && referenced_secrets(c).any(|s| s == name)
-                    })
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            move |secret| clusters_referencing(&store.state(), &secret),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -212,6 +201,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+}
+
+/// The clusters to reconcile when `secret` changes: those in its namespace
+/// that name it as their credentials Secret.
+pub fn clusters_referencing(
+    clusters: &[Arc<KafkaCluster>],
+    secret: &Secret,
+) -> Vec<ObjectRef<KafkaCluster>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    clusters
+        .iter()
+        .filter(|c| c.namespace() == namespace && referenced_secrets(c).any(|s| s == name))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 /// Reconcile one KafkaCluster (the function the Controller runs; tests call
@@ -512,6 +516,45 @@ mod tests {
 
     fn api(code: u16) -> kube::Error {
         kube::Error::Api(Status::failure("x", "y").with_code(code).boxed())
+    }
+
+    fn cluster(namespace: &str, name: &str, secret: Option<&str>) -> Arc<KafkaCluster> {
+        let mut c: KafkaCluster = serde_json::from_value(json!({
+            "apiVersion": "floe.dev/v1alpha1", "kind": "KafkaCluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"objectStorage": {"bucket": "b"}},
+        }))
+        .unwrap();
+        c.spec.object_storage.credentials_secret =
+            secret.map(|s| floe_crds::CredentialsSecretRef {
+                name: s.into(),
+                access_key_id_key: "AWS_ACCESS_KEY_ID".into(),
+                secret_access_key_key: "AWS_SECRET_ACCESS_KEY".into(),
+            });
+        Arc::new(c)
+    }
+
+    #[test]
+    fn a_secret_change_triggers_the_clusters_that_name_it() {
+        let clusters = [
+            cluster("a", "one", Some("creds")),
+            cluster("a", "two", Some("other")),
+            cluster("a", "three", None),
+            cluster("b", "four", Some("creds")),
+        ];
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("creds".into()),
+                namespace: Some("a".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let triggered: Vec<String> = clusters_referencing(&clusters, &secret)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(triggered, vec!["one"]);
     }
 
     #[test]
