@@ -42,7 +42,10 @@
 //! real [`controller::reconcile`] through a `kube::Client` over kube's
 //! `tower-test` mock service, answered by an in-memory fake API server
 //! (`tests/support/fake_api.rs`, which says what it does not model), with an
-//! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`].
+//! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`];
+//! `controller_run.rs` runs the [`controller::run`] wiring itself against the
+//! fake's watches (cluster, Secret and deletion triggers); `lease.rs` runs
+//! leader election against it.
 //!
 //! # The binary
 //!

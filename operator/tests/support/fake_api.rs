@@ -3,7 +3,9 @@
 //!
 //! What it is: a store of JSON objects keyed by API group/version, resource,
 //! namespace and name, answering the requests the operator makes — `get`,
-//! `list` with equality label selectors, `create`, `replace` with
+//! `list` with equality label selectors, `watch` (a stream of ADDED /
+//! MODIFIED / DELETED events after the requested `resourceVersion`, replayed
+//! from a history, so list-then-watch loses nothing), `create`, `replace` with
 //! `resourceVersion` conflicts, server-side apply (`PATCH
 //! application/apply-patch+yaml`, also on `/status`), JSON patch (the
 //! finalizer helper's test/add/remove), merge patch (Event series) and
@@ -14,19 +16,26 @@
 //!
 //! What it is not: an API server. Server-side apply here replaces the fields
 //! the applied object sets (one field manager, no managedFields, no merge of
-//! lists by key); there is no watch, no admission (no CRD schema or CEL),
-//! no garbage collection of owned objects, no controllers (StatefulSets never
-//! get pods or status). The operator's `Controller` wiring is not run against
-//! it; the tests call `reconcile` directly, as the Controller would.
+//! lists by key); watches never time out, send no bookmarks and ignore field
+//! selectors; there is no admission (no CRD schema or CEL), no garbage
+//! collection of owned objects, no controllers (StatefulSets never get pods
+//! or status), no RBAC.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// Response bodies: whole JSON documents, or a watch's stream of events.
+type Reply = Response<UnsyncBoxBody<Bytes, std::convert::Infallible>>;
 
 /// One logged request.
 #[derive(Clone, Debug)]
@@ -95,6 +104,56 @@ struct State {
     calls: Vec<Call>,
     resource_version: u64,
     uids: u64,
+    /// Every change, in order: (resourceVersion, event type, key, object).
+    history: Vec<(u64, &'static str, Key, Value)>,
+    watches: Vec<Watch>,
+}
+
+/// An open watch.
+struct Watch {
+    group_version: String,
+    plural: String,
+    namespace: String,
+    selector: String,
+    events: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Watch {
+    fn wants(&self, key: &Key, object: &Value) -> bool {
+        key.group_version == self.group_version
+            && key.plural == self.plural
+            && (self.namespace.is_empty() || key.namespace == self.namespace)
+            && matches_selector(object, &self.selector)
+    }
+}
+
+impl State {
+    /// Record a change and send it to the watches that select it.
+    fn emit(&mut self, type_: &'static str, key: &Key, object: &Value) {
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.resource_version);
+        self.history.push((rv, type_, key.clone(), object.clone()));
+        let line = event_line(type_, object);
+        self.watches
+            .retain(|w| !w.wants(key, object) || w.events.send(line.clone()).is_ok());
+    }
+
+    /// Remove an object, as a DELETED event at a new resourceVersion.
+    fn remove(&mut self, key: &Key) -> Option<Value> {
+        let mut object = self.objects.remove(key)?;
+        self.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        self.emit("DELETED", key, &object);
+        Some(object)
+    }
+}
+
+fn event_line(type_: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 /// The fake API server; clones share the store.
@@ -120,7 +179,7 @@ impl FakeApi {
             state: Arc::default(),
             clock,
         };
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Reply>();
         let server = fake.clone();
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
@@ -145,7 +204,8 @@ impl FakeApi {
         meta["resourceVersion"] = json!(s.resource_version.to_string());
         meta["generation"] = json!(1);
         meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        s.objects.insert(key, object.clone());
+        s.objects.insert(key.clone(), object.clone());
+        s.emit("ADDED", &key, &object);
         object
     }
 
@@ -207,7 +267,8 @@ impl FakeApi {
         s.resource_version += 1;
         let rv = s.resource_version;
         bump(&before, &mut object, rv);
-        s.objects.insert(key, object);
+        s.objects.insert(key.clone(), object.clone());
+        s.emit("MODIFIED", &key, &object);
     }
 
     /// Every request so far.
@@ -242,7 +303,7 @@ impl FakeApi {
             .collect()
     }
 
-    async fn serve(&self, request: Request<Body>) -> Response<Body> {
+    async fn serve(&self, request: Request<Body>) -> Reply {
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.expect("request body");
         let body: Value = if bytes.is_empty() {
@@ -279,14 +340,37 @@ impl FakeApi {
                 None => not_found(&route),
             },
             ("GET", None) => {
-                if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                    return status(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "MethodNotAllowed",
-                        "the fake API server has no watch",
-                    );
-                }
                 let selector = query.get("labelSelector").cloned().unwrap_or_default();
+                if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                    let since: u64 = query
+                        .get("resourceVersion")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(s.resource_version);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let watch = Watch {
+                        group_version: route.group_version.clone(),
+                        plural: route.plural.clone(),
+                        namespace: route.namespace.clone(),
+                        selector,
+                        events: tx,
+                    };
+                    for (rv, type_, key, object) in &s.history {
+                        if *rv > since && watch.wants(key, object) {
+                            let _ = watch.events.send(event_line(type_, object));
+                        }
+                    }
+                    s.watches.push(watch);
+                    let frames = futures::stream::unfold(rx, |mut rx| async move {
+                        rx.recv()
+                            .await
+                            .map(|line| (Ok(http_body::Frame::data(line)), rx))
+                    });
+                    return Response::builder()
+                        .status(StatusCode::OK)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+                        .unwrap();
+                }
                 let items: Vec<Value> = s
                     .objects
                     .iter()
@@ -329,7 +413,8 @@ impl FakeApi {
                 meta["resourceVersion"] = json!(s.resource_version.to_string());
                 meta["generation"] = json!(1);
                 meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-                s.objects.insert(key, object.clone());
+                s.objects.insert(key.clone(), object.clone());
+                s.emit("ADDED", &key, &object);
                 ok(StatusCode::CREATED, &object)
             }
             ("PUT", Some(_)) => {
@@ -458,7 +543,7 @@ impl FakeApi {
                         .as_array()
                         .is_none_or(|f| f.is_empty())
                 {
-                    s.objects.remove(&key);
+                    s.remove(&key);
                     return ok(StatusCode::OK, &next);
                 }
                 store(&mut s, key, &before, next)
@@ -477,12 +562,13 @@ impl FakeApi {
                         object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
                         object["metadata"]["resourceVersion"] =
                             json!(s.resource_version.to_string());
-                        s.objects.insert(key, object.clone());
+                        s.objects.insert(key.clone(), object.clone());
+                        s.emit("MODIFIED", &key, &object);
                     }
                     return ok(StatusCode::ACCEPTED, &object);
                 }
-                s.objects.remove(&key);
-                ok(StatusCode::OK, &object)
+                let removed = s.remove(&key).unwrap_or(object);
+                ok(StatusCode::OK, &removed)
             }
             _ => status(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -495,7 +581,7 @@ impl FakeApi {
 
 /// Store `next` in place of `before`: `resourceVersion` moves only if the
 /// object changed, `generation` only if its spec did.
-fn store(s: &mut State, key: Key, before: &Value, mut next: Value) -> Response<Body> {
+fn store(s: &mut State, key: Key, before: &Value, mut next: Value) -> Reply {
     let mut unchanged = next.clone();
     unchanged["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"].clone();
     unchanged["metadata"]["generation"] = before["metadata"]["generation"].clone();
@@ -505,7 +591,16 @@ fn store(s: &mut State, key: Key, before: &Value, mut next: Value) -> Response<B
     s.resource_version += 1;
     let rv = s.resource_version;
     bump(before, &mut next, rv);
-    s.objects.insert(key, next.clone());
+    s.objects.insert(key.clone(), next.clone());
+    s.emit(
+        if before.is_null() {
+            "ADDED"
+        } else {
+            "MODIFIED"
+        },
+        &key,
+        &next,
+    );
     ok(StatusCode::OK, &next)
 }
 
@@ -644,15 +739,17 @@ fn matches_selector(object: &Value, selector: &str) -> bool {
     })
 }
 
-fn ok(code: StatusCode, object: &Value) -> Response<Body> {
+fn ok(code: StatusCode, object: &Value) -> Reply {
     Response::builder()
         .status(code)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(object).unwrap()))
+        .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
+            serde_json::to_vec(object).unwrap(),
+        ))))
         .unwrap()
 }
 
-fn not_found(route: &Route) -> Response<Body> {
+fn not_found(route: &Route) -> Reply {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -664,7 +761,7 @@ fn not_found(route: &Route) -> Response<Body> {
     )
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+fn status(code: StatusCode, reason: &str, message: &str) -> Reply {
     ok(
         code,
         &json!({
