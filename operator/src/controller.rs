@@ -11,7 +11,7 @@
 //! status is written only when it changed, and re-applying unchanged children
 //! is a no-op, so a re-run over an unchanged cluster changes nothing.
 //!
-//! Deletion: the finalizer [`FINALIZER`] runs [`cleanup`] first —
+//! Deletion: the finalizer [`FINALIZER`] runs `controller/cleanup.rs` first —
 //! `reclaimPolicy: Delete` deletes the object-store data under the prefix,
 //! `Retain` keeps it — and is removed only after that succeeded. Children go
 //! with the KafkaCluster through their owner references; the StatefulSets'
