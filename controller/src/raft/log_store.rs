@@ -1,8 +1,12 @@
 //! `LogStore`: the durable Raft log and vote of one controller.
 //!
 //! Contract: `append` returns, and reports the entries flushed, only after
-//! they are written and fsynced; `save_vote` and `save_committed` return once
-//! durable; `truncate` and `purge` are durable before they return. Readers
+//! they are written and fsynced; `save_vote` returns once durable;
+//! `truncate` and `purge` are durable before they return. `save_committed`
+//! is kept in memory only: openraft does not need it for safety (a restarted
+//! node learns the commit point from the leader, and a leader commits its
+//! log again on election), and persisting it would cost fsyncs on every
+//! commit. Readers
 //! are served from memory (the entries after the last purge), so they never
 //! wait for disk. After any failed write the store refuses every later write:
 //! the file may hold a partial record, and openraft stops the node on a
@@ -13,7 +17,7 @@
 //!   each (the framing of the single-node store, `store/log.rs`); a torn
 //!   final record (never reported flushed) is cut off on open, interior
 //!   corruption refuses to open;
-//! - `raft-vote.json`, `raft-committed.json`, `raft-purged.json`: replaced
+//! - `raft-vote.json`, `raft-purged.json`: replaced
 //!   atomically. The purge point is made durable before the log is rewritten
 //!   without the purged prefix, so a crash in between only leaves records
 //!   that open skips.
@@ -37,7 +41,6 @@ use crate::store::snapshot::sync_parent;
 const LOG_FILE: &str = "raft-log";
 const LOG_TMP_FILE: &str = "raft-log.tmp";
 const VOTE_FILE: &str = "raft-vote.json";
-const COMMITTED_FILE: &str = "raft-committed.json";
 const PURGED_FILE: &str = "raft-purged.json";
 
 /// The durable Raft log. Cloning shares the store (a clone is the log reader).
@@ -131,7 +134,7 @@ fn open_blocking(dir: PathBuf) -> std::io::Result<LogStore> {
     create_dir(&dir)?;
     let last_purged: Option<LogId<NodeId>> = read_json(&dir.join(PURGED_FILE))?;
     let vote: Option<Vote<NodeId>> = read_json(&dir.join(VOTE_FILE))?;
-    let committed: Option<LogId<NodeId>> = read_json(&dir.join(COMMITTED_FILE))?;
+    let committed: Option<LogId<NodeId>> = None;
 
     let path = dir.join(LOG_FILE);
     let created = !path.exists();
@@ -302,10 +305,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError> {
-        let json =
-            serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        self.write_small(COMMITTED_FILE, json, StorageIOError::write)
-            .await?;
         self.cache().committed = committed;
         Ok(())
     }

@@ -1,0 +1,163 @@
+//! `floe-controller-bench`: commit latency and throughput of a 3-controller
+//! quorum on loopback (real gRPC, real fsynced Raft logs in a temporary
+//! directory), printed as one JSON line, beside the cost of one fsync in the
+//! same directory on the same run (the floor a durable commit cannot beat).
+//!
+//! ```text
+//! cargo run --release -p floe-controller --features grpc --bin floe-controller-bench -- \
+//!     [sequential commits, default 1000] [concurrent proposers, default 64] [seconds, default 5]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_controller::grpc::client::ClientOptions;
+use floe_controller::grpc::node::{self, Listeners, NodeConfig};
+use floe_controller::grpc::ControllerClient;
+use floe_controller::model::Command;
+use floe_controller::raft::ControllerNode;
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// Latency of a 4 KiB write + fdatasync in `dir`, `n` times.
+fn fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Duration>> {
+    let mut file = std::fs::File::create(dir.join("fsync-probe"))?;
+    let block = vec![7u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sequential: usize = args.first().map_or(Ok(1_000), |s| s.parse())?;
+    let proposers: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
+    let seconds: u64 = args.get(2).map_or(Ok(5), |s| s.parse())?;
+
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("floe-controller-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&root)?;
+    let mut fsyncs = fsync_baseline(&root, 200)?;
+    fsyncs.sort_unstable();
+
+    let mut listeners = BTreeMap::new();
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+        let (raft, api) = l.addrs()?;
+        voters.insert(id, ControllerNode::new(raft.to_string(), api.to_string()));
+        listeners.insert(id, l);
+    }
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        let config = NodeConfig {
+            id,
+            advertised: voters[&id].clone(),
+            initial_voters: voters.clone(),
+            data_dir: root.join(format!("controller-{id}")),
+            raft: node::default_raft_config("floe-bench").map_err(|e| anyhow::anyhow!("{e}"))?,
+            bootstrap_grace: Duration::from_millis(50),
+        };
+        nodes.push(node::start(config, l).await?);
+    }
+    let client = ControllerClient::new(
+        voters.values().map(|n| n.api_addr.clone()).collect(),
+        ClientOptions::default(),
+    );
+    let command = Command::AllocateProducerIds { count: 1 };
+    // Warm up: elect, connect.
+    for _ in 0..50 {
+        client.propose(&command).await?;
+    }
+
+    // One gRPC round trip to a controller, no disk: the network floor.
+    let mut rtts = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = Instant::now();
+        client.cluster_status().await?;
+        rtts.push(t.elapsed());
+    }
+    rtts.sort_unstable();
+
+    let mut latencies = Vec::with_capacity(sequential);
+    for _ in 0..sequential {
+        let t = Instant::now();
+        client.propose(&command).await?;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort_unstable();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..proposers {
+        let client = client.clone();
+        let (stop, done, command) = (stop.clone(), done.clone(), command.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                client.propose(&command).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let throughput = done.load(Ordering::Relaxed) as f64 / elapsed;
+
+    for n in nodes {
+        let _ = n.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+
+    let fsync_p50 = percentile(&fsyncs, 0.5);
+    let fsync_p99 = percentile(&fsyncs, 0.99);
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
+    let rtt_p50 = percentile(&rtts, 0.5);
+    let rtt_p99 = percentile(&rtts, 0.99);
+    // The floor of a durable commit: a client round trip to the leader, and
+    // a follower's round trip plus its fsync (the leader's own fsync runs
+    // alongside).
+    let floor_p99 = 2.0 * rtt_p99 + fsync_p99;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "controller_commit",
+            "quorum": 3,
+            "transport": "grpc-loopback",
+            "fsync_ms_p50": fsync_p50,
+            "fsync_ms_p99": fsync_p99,
+            "commit_ms_p50": p50,
+            "commit_ms_p99": p99,
+            "grpc_rtt_ms_p50": rtt_p50,
+            "grpc_rtt_ms_p99": rtt_p99,
+            "commit_p99_over_fsync_plus_network_p99": if floor_p99 > 0.0 { p99 / floor_p99 } else { 0.0 },
+            "sequential_commits": sequential,
+            "proposers": proposers,
+            "commits_per_sec": throughput,
+        })
+    );
+    Ok(())
+}
