@@ -43,7 +43,7 @@ use crate::model::{ApplyError, Outcome};
 pub use feed::{FeedEvent, FeedRead};
 pub use log_store::LogStore;
 pub use router::{Router, RouterConnection, RouterNetwork};
-pub use sessions::{Proposal, SessionId};
+pub use sessions::{Answered, Batch, Proposal, SessionId};
 pub use state_machine::StateMachine;
 
 /// What applying one committed entry answers the proposer: the pure
@@ -80,11 +80,12 @@ impl std::fmt::Display for ControllerNode {
 
 openraft::declare_raft_types!(
     /// Floe's openraft types: `u64` node ids, nodes named by their two
-    /// addresses, [`Proposal`]s (a [`Command`](crate::model::Command) and its session number) as
-    /// log payload.
+    /// addresses; each log entry a [`Batch`] of [`Proposal`]s (a
+    /// [`Command`](crate::model::Command) and its session number), answered
+    /// with one [`Answered`] per proposal.
     pub TypeConfig:
-        D = Proposal,
-        R = Response,
+        D = Batch,
+        R = Vec<Answered>,
         NodeId = u64,
         Node = ControllerNode,
         Entry = openraft::Entry<TypeConfig>,

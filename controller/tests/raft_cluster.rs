@@ -123,7 +123,10 @@ impl Cluster {
                 .await
                 .context("proposal timed out")?
             {
-                Ok(reply) => return Ok((reply.log_id, reply.data)),
+                Ok(reply) => {
+                    let answer = reply.data.into_iter().next().context("no answer")?;
+                    return Ok((reply.log_id, answer.response));
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(hint))) => {
                     target = hint
                         .leader_id

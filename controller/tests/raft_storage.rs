@@ -75,7 +75,7 @@ async fn the_log_survives_reopening_after_append_truncate_and_purge() -> anyhow:
     assert_eq!(state.last_log_id, Some(log_id(2, 1, 5)));
     assert_eq!(log.read_vote().await?, Some(Vote::new(2, 1)));
     let fifth = log.try_get_log_entries(5..6).await?;
-    assert!(matches!(&fifth[0].payload, EntryPayload::Normal(p) if p.command == register(50)));
+    assert!(matches!(&fifth[0].payload, EntryPayload::Normal(b) if b.0[0].command == register(50)));
     // Appending after a purge-rewrite lands after the surviving records.
     log.blocking_append([normal(2, 6, register(60))]).await?;
     drop(log);

@@ -492,7 +492,17 @@ async fn watch_once(
         .await
         .map_err(refused)?
         .into_inner();
-    while let Some(event) = stream.message().await.map_err(refused)? {
+    loop {
+        let next = tokio::time::timeout(WATCH_IDLE, stream.message())
+            .await
+            .map_err(|_| ClientError::Unavailable {
+                waited: WATCH_IDLE,
+                attempts: 1,
+                last: format!("{addr}: the watch stream went silent"),
+            })?;
+        let Some(event) = next.map_err(refused)? else {
+            return Ok(());
+        };
         match event.event {
             Some(watch_event::Event::Snapshot(s)) => {
                 let fresh: MetadataState = serde_json::from_slice(&s.state)
@@ -518,8 +528,21 @@ async fn watch_once(
                 }
                 applied.send_replace(e.index);
             }
+            // Cut off or electing: its stream may be stale; follow another
+            // controller.
+            Some(watch_event::Event::Heartbeat(beat)) if beat.leader_id.is_none() => {
+                return Err(ClientError::Unavailable {
+                    waited: Duration::ZERO,
+                    attempts: 1,
+                    last: format!("{addr} knows no leader"),
+                });
+            }
+            Some(watch_event::Event::Heartbeat(_)) => {}
             None => {}
         }
     }
-    Ok(())
 }
+
+/// A watch stream silent this long is given up (controllers send a
+/// heartbeat every second).
+const WATCH_IDLE: Duration = Duration::from_secs(3);

@@ -29,7 +29,8 @@ pub struct ProposeRequest {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProposeReply {
-    /// The Raft log index the command was committed at.
+    /// The metadata sequence number the command was applied as (what Watch
+    /// and ReadState count in).
     #[prost(uint64, tag = "1")]
     pub index: u64,
     /// JSON of Result\<Outcome, ApplyError>: {"Ok": ...} or {"Err": ...}. A
@@ -40,14 +41,14 @@ pub struct ProposeReply {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchRequest {
-    /// Stream entries after this index; 0 streams everything (snapshot first).
+    /// Stream commands after this sequence number; 0 streams everything.
     #[prost(uint64, tag = "1")]
     pub after_index: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchEvent {
-    #[prost(oneof = "watch_event::Event", tags = "1, 2")]
+    #[prost(oneof = "watch_event::Event", tags = "1, 2, 3")]
     pub event: ::core::option::Option<watch_event::Event>,
 }
 /// Nested message and enum types in `WatchEvent`.
@@ -59,12 +60,27 @@ pub mod watch_event {
         Snapshot(super::StateSnapshot),
         #[prost(message, tag = "2")]
         Entry(super::AppliedEntry),
+        #[prost(message, tag = "3")]
+        Heartbeat(super::WatchHeartbeat),
     }
+}
+/// Sent about every second while nothing is applied, so a watcher can tell a
+/// quiet stream from a dead or isolated controller.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchHeartbeat {
+    /// The sequence number the controller has applied up to.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// The leader the controller follows; unset while it knows none (it is
+    /// cut off, or an election is running): its stream may be stale.
+    #[prost(uint64, optional, tag = "2")]
+    pub leader_id: ::core::option::Option<u64>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StateSnapshot {
-    /// The log index the state includes everything up to.
+    /// The metadata sequence number the state includes every command up to.
     #[prost(uint64, tag = "1")]
     pub index: u64,
     /// JSON of floe_controller::MetadataState.
@@ -74,10 +90,12 @@ pub struct StateSnapshot {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AppliedEntry {
+    /// The command's metadata sequence number: 1, 2, 3, ... across the whole
+    /// log (one Raft entry holds a batch of commands).
     #[prost(uint64, tag = "1")]
     pub index: u64,
-    /// JSON of the floe_controller::Command applied at `index`; empty for
-    /// entries that change no metadata (Raft's blank and membership entries).
+    /// JSON of the floe_controller::Command applied at `index`; empty for a
+    /// duplicate proposal answered from memory (it changed nothing).
     #[prost(bytes = "vec", tag = "2")]
     pub command: ::prost::alloc::vec::Vec<u8>,
 }

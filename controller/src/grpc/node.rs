@@ -59,6 +59,9 @@ pub fn default_raft_config(
         election_timeout_min: 600,
         election_timeout_max: 1_200,
         install_snapshot_timeout: 10_000,
+        // A Raft entry holds up to 1 MiB of batched commands: 32 entries per
+        // AppendEntries keep a replication message well under the gRPC limit.
+        max_payload_entries: 32,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
         ..openraft::Config::default()
@@ -164,7 +167,7 @@ pub async fn start(
             TcpListenerStream::new(listeners.raft),
             shutdown(stopped.clone()),
         );
-    let api_service = ApiService::new(config.id, raft.clone(), sm.clone());
+    let api_service = ApiService::new(config.id, raft.clone(), sm.clone(), stopped.clone());
     let api = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(

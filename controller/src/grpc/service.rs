@@ -17,7 +17,9 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::ChangeMembers;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -28,13 +30,28 @@ use super::proto::raft_peer_server::RaftPeer;
 use super::proto::{
     watch_event, AddControllerRequest, AppliedEntry, Broker, ClusterStatus, ClusterStatusRequest,
     Controller, MembershipReply, ProposeReply, ProposeRequest, RaftPayload, ReadStateRequest,
-    RemoveControllerRequest, StateSnapshot, WatchEvent, WatchRequest,
+    RemoveControllerRequest, StateSnapshot, WatchEvent, WatchHeartbeat, WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
 use crate::model::Command;
 use crate::raft::{
-    ControllerNode, FeedRead, NodeId, Proposal, Raft, SessionId, StateMachine, TypeConfig,
+    Answered, Batch, ControllerNode, FeedRead, NodeId, Proposal, Raft, SessionId, StateMachine,
+    TypeConfig,
 };
+
+/// Proposals committed in one Raft entry at most.
+const MAX_BATCH: usize = 1_024;
+/// Bytes of commands (as JSON) in one Raft entry at most (a larger single
+/// command goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Batches being committed at once; while they are, new proposals gather
+/// into the next batch.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Proposals waiting for a batch at most (back-pressure on clients).
+const PROPOSAL_QUEUE: usize = 16_384;
+
+/// A quiet watch stream sends a heartbeat this often.
+const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Entries sent to a watcher per read of the feed.
 const WATCH_BATCH: usize = 256;
@@ -131,17 +148,84 @@ fn write_error(
     }
 }
 
+/// A proposal waiting for its batch.
+struct Pending {
+    proposal: Proposal,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Answered, Status>>,
+}
+
+/// Gathers concurrent proposals into batches, one Raft entry each, so that
+/// many proposals share one log write, one fsync and one replication round:
+/// a batch is cut from whatever waits when a commit slot frees up.
+async fn run_batcher(id: NodeId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.bytes;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (proposals, replies): (Vec<Proposal>, Vec<_>) =
+                batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+            match raft.client_write(Batch(proposals)).await {
+                Ok(written) => {
+                    for (reply, answered) in replies.into_iter().zip(written.data) {
+                        let _ = reply.send(Ok(answered));
+                    }
+                }
+                Err(e) => {
+                    let status = write_error(id, e);
+                    for reply in replies {
+                        let _ = reply.send(Err(status.clone()));
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
 /// Serves `Metadata` and `Admin`.
 #[derive(Clone)]
 pub struct ApiService {
     id: NodeId,
     raft: Raft,
     sm: StateMachine,
+    proposals: mpsc::Sender<Pending>,
+    /// Turns true when the controller stops: watch streams end then.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ApiService {
-    pub fn new(id: NodeId, raft: Raft, sm: StateMachine) -> ApiService {
-        ApiService { id, raft, sm }
+    /// The services of controller `id`; starts its proposal batcher (on the
+    /// current tokio runtime). Watch streams end when `stopping` turns true.
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        sm: StateMachine,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> ApiService {
+        let (proposals, rx) = mpsc::channel(PROPOSAL_QUEUE);
+        tokio::spawn(run_batcher(id, raft.clone(), rx));
+        ApiService {
+            id,
+            raft,
+            sm,
+            proposals,
+            stopping,
+        }
     }
 
     fn snapshot_event(&self) -> Result<StateSnapshot, Status> {
@@ -158,13 +242,15 @@ impl ApiService {
     }
 }
 
-/// Feeds one watcher from `after` on until it goes away.
+/// Feeds one watcher from `after` on until it goes away or the controller
+/// stops; a heartbeat every [`WATCH_HEARTBEAT`] while nothing happens.
 async fn run_watch(
     service: ApiService,
     mut after: u64,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
 ) {
     let mut applied = service.sm.subscribe();
+    let mut stopping = service.stopping.clone();
     loop {
         applied.borrow_and_update();
         let events = match service.sm.feed_after(after, WATCH_BATCH) {
@@ -194,9 +280,39 @@ async fn run_watch(
                 .collect(),
         };
         if events.is_empty() {
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { return },
-                () = tx.closed() => return,
+            enum Idle {
+                Changed,
+                Gone,
+                Stopping,
+                Quiet,
+            }
+            let idle = tokio::select! {
+                changed = applied.changed() => if changed.is_ok() { Idle::Changed } else { Idle::Gone },
+                () = tx.closed() => Idle::Gone,
+                stop = stopping.wait_for(|s| *s) => if stop.is_ok() { Idle::Stopping } else { Idle::Gone },
+                () = tokio::time::sleep(WATCH_HEARTBEAT) => Idle::Quiet,
+            };
+            match idle {
+                Idle::Changed => {}
+                Idle::Gone => return,
+                Idle::Stopping => {
+                    let stopped =
+                        Status::unavailable(format!("controller {} is stopping", service.id));
+                    let _ = tx.send(Err(stopped)).await;
+                    return;
+                }
+                Idle::Quiet => {
+                    let leader_id = service.raft.metrics().borrow().current_leader;
+                    let beat = WatchEvent {
+                        event: Some(watch_event::Event::Heartbeat(WatchHeartbeat {
+                            index: after,
+                            leader_id,
+                        })),
+                    };
+                    if tx.send(Ok(beat)).await.is_err() {
+                        return;
+                    }
+                }
             }
             continue;
         }
@@ -236,14 +352,18 @@ impl Metadata for ApiService {
                 floor: req.floor,
             })
         };
-        let written = self
-            .raft
-            .client_write(Proposal { session, command })
-            .await
-            .map_err(|e| write_error(self.id, e))?;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            proposal: Proposal { session, command },
+            bytes: req.command.len(),
+            reply,
+        };
+        let stopping = || Status::unavailable(format!("controller {} is stopping", self.id));
+        self.proposals.send(pending).await.map_err(|_| stopping())?;
+        let answered = answer.await.map_err(|_| stopping())??;
         Ok(Response::new(ProposeReply {
-            index: written.log_id.index,
-            outcome: encode(&written.data)?,
+            index: answered.seq,
+            outcome: encode(&answered.response)?,
         }))
     }
 

@@ -1,4 +1,4 @@
-//! The feed of applied entries that watchers (brokers' metadata mirrors,
+//! The feed of applied commands (by metadata sequence number) that watchers (brokers' metadata mirrors,
 //! through the metadata service's `Watch`) follow.
 //!
 //! Contract: the feed holds the commands of the last [`FEED_CAPACITY`]
@@ -39,21 +39,20 @@ pub enum FeedRead {
 
 #[derive(Debug)]
 pub(super) struct Feed {
-    /// `entries[0]` is the entry at index `first` (Raft's first entry, the
-    /// initial membership, is at index 0).
+    /// `entries[0]` is the command with sequence number `first`.
     first: u64,
     entries: VecDeque<Option<Arc<Vec<u8>>>>,
     applied: watch::Sender<u64>,
 }
 
 impl Feed {
-    /// An empty feed after the state applied everything up to
-    /// `last_applied` (`None`: nothing yet).
-    pub(super) fn new(last_applied: Option<u64>) -> Feed {
+    /// An empty feed after the state applied every command up to
+    /// sequence number `last_applied` (0: none yet; the first is 1).
+    pub(super) fn new(last_applied: u64) -> Feed {
         Feed {
-            first: last_applied.map_or(0, |i| i + 1),
+            first: last_applied + 1,
             entries: VecDeque::new(),
-            applied: watch::Sender::new(last_applied.unwrap_or(0)),
+            applied: watch::Sender::new(last_applied),
         }
     }
 
@@ -90,8 +89,7 @@ impl Feed {
         self.applied.send_replace(last_applied);
     }
 
-    /// Up to `max` entries after `index` (`0`: from the start; Raft's entry
-    /// 0, the initial membership, changes no metadata).
+    /// Up to `max` entries after `index` (`0`: from the start).
     pub(super) fn after(&self, index: u64, max: usize) -> FeedRead {
         if index + 1 < self.first {
             return FeedRead::Behind;
@@ -130,7 +128,7 @@ mod tests {
 
     #[test]
     fn watchers_get_entries_in_order_until_they_fall_behind() {
-        let mut feed = Feed::new(Some(10));
+        let mut feed = Feed::new(10);
         for i in 11..=(10 + FEED_CAPACITY as u64 + 5) {
             feed.push(i, Some(vec![1]));
         }
@@ -144,8 +142,7 @@ mod tests {
 
     #[test]
     fn a_reset_sends_everyone_behind_it_to_a_snapshot() {
-        let mut feed = Feed::new(None);
-        feed.push(0, None);
+        let mut feed = Feed::new(0);
         feed.push(1, None);
         assert_eq!(indexes(feed.after(0, 10)), vec![1]);
         feed.reset(50);

@@ -66,6 +66,39 @@ impl From<Command> for Proposal {
     }
 }
 
+/// One Raft log entry's payload: proposals committed together (many
+/// clients' concurrent proposals share one log write and one fsync).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Proposal>);
+
+impl From<Command> for Batch {
+    fn from(command: Command) -> Batch {
+        Batch(vec![command.into()])
+    }
+}
+
+impl From<Proposal> for Batch {
+    fn from(proposal: Proposal) -> Batch {
+        Batch(vec![proposal])
+    }
+}
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {}", self.0.len())
+    }
+}
+
+/// What one proposal of a batch answered, and its metadata sequence number:
+/// the position of its command in the applied metadata log (watchers and
+/// mirrors count in these numbers, not in Raft log indexes, because one Raft
+/// entry holds many commands).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answered {
+    pub seq: u64,
+    pub response: Response,
+}
+
 impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.session {

@@ -28,9 +28,9 @@ use tokio::sync::watch;
 
 use super::feed::{Feed, FeedRead};
 use super::files::{blocking, create_dir, write_atomic};
-use super::sessions::{Admission, Proposal, Sessions};
+use super::sessions::{Admission, Answered, Proposal, Sessions};
 use super::{ControllerNode as BasicNode, NodeId, Response, StorageError, TypeConfig};
-use crate::model::{apply, MetadataState, Outcome};
+use crate::model::{apply, MetadataState};
 
 const SNAPSHOT_FILE: &str = "raft-snapshot.json";
 /// Bumped when the snapshot's shape changes incompatibly.
@@ -55,6 +55,8 @@ type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
 #[derive(Debug, Clone, Default)]
 struct Applied {
     state: MetadataState,
+    /// Commands applied so far: the metadata sequence number of the last.
+    seq: u64,
     sessions: Sessions,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
@@ -65,6 +67,9 @@ struct SnapshotFile {
     version: u32,
     meta: SnapshotMeta<NodeId, BasicNode>,
     state: MetadataState,
+    /// The metadata sequence number of the last command in `state`.
+    #[serde(default)]
+    seq: u64,
     /// The exactly-once answers ([`Sessions`]): replicated state too.
     #[serde(default)]
     sessions: Sessions,
@@ -114,6 +119,7 @@ impl StateMachine {
             Some((file, bytes)) => (
                 Applied {
                     state: file.state,
+                    seq: file.seq,
                     sessions: file.sessions,
                     last_applied: file.meta.last_log_id,
                     membership: file.meta.last_membership.clone(),
@@ -122,7 +128,7 @@ impl StateMachine {
             ),
         };
         tracing::info!(dir = %dir.display(), last_applied = ?applied.last_applied, "Raft state machine opened");
-        let feed = Feed::new(applied.last_applied.map(|id| id.index));
+        let feed = Feed::new(applied.seq);
         Ok(StateMachine {
             dir,
             feed: Arc::new(Mutex::new(feed)),
@@ -138,22 +144,23 @@ impl StateMachine {
         f(&applied.state, applied.last_applied)
     }
 
-    /// JSON of the applied state and the log index it includes everything
-    /// up to: where a watcher that fell behind the feed restarts.
+    /// JSON of the applied state and the metadata sequence number it
+    /// includes every command up to: where a watcher that fell behind the
+    /// feed restarts.
     pub fn state_json(&self) -> Result<(u64, Vec<u8>), serde_json::Error> {
         let applied = self.applied();
-        let index = applied.last_applied.map_or(0, |id| id.index);
-        Ok((index, serde_json::to_vec(&applied.state)?))
+        Ok((applied.seq, serde_json::to_vec(&applied.state)?))
     }
 
-    /// Up to `max` applied entries after `index`, or [`FeedRead::Behind`]
-    /// when they are no longer kept (read [`StateMachine::state_json`]).
+    /// Up to `max` applied commands after metadata sequence number `index`,
+    /// or [`FeedRead::Behind`] when they are no longer kept (read
+    /// [`StateMachine::state_json`]).
     pub fn feed_after(&self, index: u64, max: usize) -> FeedRead {
         self.feed().after(index, max)
     }
 
-    /// Changes whenever an entry is applied or a snapshot installed; holds
-    /// the last applied log index.
+    /// Changes whenever a command is applied or a snapshot installed; holds
+    /// the last applied metadata sequence number.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.feed().subscribe()
     }
@@ -213,6 +220,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     snapshot_id,
                 },
                 state: applied.state.clone(),
+                seq: applied.seq,
                 sessions: applied.sessions.clone(),
             }
         };
@@ -239,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Answered>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -259,19 +267,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 );
                 return Err(StorageIOError::apply(log_id, AnyError::error(reason)).into());
             }
-            let (response, fed) = match entry.payload {
-                EntryPayload::Blank => (Ok(Outcome::Done), None),
-                EntryPayload::Normal(proposal) => {
-                    apply_proposal(&mut applied, log_id.index, proposal)
-                }
+            let answers = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => batch
+                    .0
+                    .into_iter()
+                    .map(|proposal| {
+                        applied.seq += 1;
+                        let seq = applied.seq;
+                        let (response, fed) = apply_proposal(&mut applied, seq, proposal);
+                        feed.push(seq, fed);
+                        Answered { seq, response }
+                    })
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
-                    (Ok(Outcome::Done), None)
+                    Vec::new()
                 }
             };
             applied.last_applied = Some(log_id);
-            feed.push(log_id.index, fed);
-            responses.push(response);
+            responses.push(answers);
         }
         Ok(responses)
     }
@@ -299,6 +314,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             version: FORMAT_VERSION,
             meta: meta.clone(),
             state: file.state,
+            seq: file.seq,
             sessions: file.sessions,
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| {
@@ -308,11 +324,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied = self.applied_mut();
         *applied = Applied {
             state: file.state,
+            seq: file.seq,
             sessions: file.sessions,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        self.feed().reset(meta.last_log_id.map_or(0, |id| id.index));
+        self.feed().reset(applied.seq);
         drop(applied);
         self.set_current(meta.clone(), bytes);
         tracing::info!(last_log_id = ?meta.last_log_id, "Raft snapshot installed");
@@ -332,7 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Applies one proposal at `index`: its answer, and the JSON of its command
+/// Applies one proposal as metadata sequence number `index`: its answer, and the JSON of its command
 /// for the feed when the state changed (`None` for a duplicate answered from
 /// memory).
 fn apply_proposal(
