@@ -36,8 +36,13 @@ pub const LEADER_ID_HEADER: &str = "floe-leader-id";
 /// Response metadata key: that leader's metadata address (`host:port`).
 pub const LEADER_ADDRESS_HEADER: &str = "floe-leader-address";
 
-/// The largest gRPC message controllers accept and send: a state snapshot
-/// with a million index entries is a few hundred MiB of JSON, so snapshots
-/// travel in chunks of openraft's `snapshot_max_chunk_size`; this bounds
-/// everything else.
+/// The largest gRPC request a controller accepts (and clients send): a
+/// proposal or a Raft message. Raft snapshots travel in chunks of openraft's
+/// `snapshot_max_chunk_size`, and batches are cut at 1 MiB, so this only
+/// bounds what a broken or hostile peer can make a controller buffer.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The largest gRPC response: a whole-state snapshot for a watcher or a
+/// linearizable read is one message (170 MB of JSON at 100,000 partitions
+/// and a million index entries, see docs/benchmarks.md).
+pub const MAX_STATE_BYTES: usize = 1024 * 1024 * 1024;

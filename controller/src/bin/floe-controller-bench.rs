@@ -7,6 +7,11 @@
 //! cargo run --release -p floe-controller --features grpc --bin floe-controller-bench -- \
 //!     [sequential commits, default 1000] [concurrent proposers, default 64] [seconds, default 5]
 //! ```
+//!
+//! With `scale [partitions, default 100000] [index entries, default 1000000]`
+//! it measures instead one controller's state machine at that size: applying
+//! the topics and object commits through the Raft state machine, building a
+//! snapshot (JSON, written and fsynced), and reopening it as a restart does.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,9 +48,137 @@ fn fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Durati
     Ok(out)
 }
 
+/// One controller's state machine holding `partitions` partitions (100 per
+/// topic) and `entries` index entries, built through `apply`.
+async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
+    use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta, PartitionId};
+    use floe_controller::raft::{Batch, StateMachine, TypeConfig};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    let root = std::env::temp_dir().join(format!("floe-controller-scale-{}", uuid::Uuid::new_v4()));
+    let mut sm = StateMachine::open(root.clone()).await?;
+    let per_topic = 100usize;
+    let topics = partitions.div_ceil(per_topic);
+    let mut index = 0u64;
+    let mut entry = |batch: Batch| {
+        index += 1;
+        Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(batch),
+        }
+    };
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(topics);
+    let mut creates = Vec::new();
+    for t in 0..topics {
+        let id = uuid::Uuid::new_v4();
+        ids.push(id);
+        creates.push(entry(Batch(vec![Command::CreateTopic {
+            name: format!("topic-{t:05}"),
+            id,
+            partitions: per_topic as i32,
+            configs: BTreeMap::new(),
+            leader: 0,
+        }
+        .into()])));
+    }
+    sm.apply(creates).await?;
+    // Objects of 100 partitions each, one entry per partition per object,
+    // round-robin over the partitions so every partition's log grows.
+    let per_object = 100usize;
+    let objects = entries.div_ceil(per_object);
+    let mut next_offset = vec![0i64; topics * per_topic];
+    let mut batch = Vec::new();
+    for o in 0..objects {
+        let key = format!("objects/{o:010}");
+        let commits = (0..per_object)
+            .map(|k| {
+                let p = (o * per_object + k) % (topics * per_topic);
+                let base = next_offset[p];
+                next_offset[p] += 100;
+                IndexCommit {
+                    partition: PartitionId {
+                        topic_id: ids[p / per_topic],
+                        partition: (p % per_topic) as i32,
+                    },
+                    entry: IndexEntry {
+                        base_offset: base,
+                        end_offset: base + 100,
+                        leader_epoch: 0,
+                        object_key: key.clone(),
+                        byte_start: (k * 4096) as u64,
+                        byte_len: 4096,
+                        max_timestamp: 1_700_000_000_000 + o as i64,
+                    },
+                    producers: Vec::new(),
+                }
+            })
+            .collect();
+        let object = ObjectMeta {
+            key: key.clone(),
+            size: (per_object * 4096) as u64,
+            created_ms: 1_700_000_000_000,
+            live_entries: 0,
+        };
+        batch.push(entry(Batch(vec![Command::CommitObject {
+            object,
+            entries: commits,
+        }
+        .into()])));
+        if batch.len() == 256 {
+            sm.apply(std::mem::take(&mut batch)).await?;
+        }
+    }
+    sm.apply(batch).await?;
+    let applied_s = started.elapsed().as_secs_f64();
+    let held = sm.read(|state, _| {
+        let partitions: usize = state.topics.values().map(|t| t.partitions.len()).sum();
+        let entries: usize = state
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.index.len())
+            .sum();
+        (partitions, entries)
+    });
+
+    let t = Instant::now();
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+    let snapshot_s = t.elapsed().as_secs_f64();
+    let snapshot_bytes = snapshot.snapshot.get_ref().len();
+    drop(snapshot);
+    drop(sm);
+    let t = Instant::now();
+    let reopened = StateMachine::open(root.clone()).await?;
+    let restart_s = t.elapsed().as_secs_f64();
+    let reheld = reopened.read(|state, _| state.topics.len());
+    anyhow::ensure!(reheld == topics, "restart lost topics");
+    let _ = std::fs::remove_dir_all(&root);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "controller_state_scale",
+            "partitions": held.0,
+            "index_entries": held.1,
+            "raft_entries_applied": index,
+            "apply_s": applied_s,
+            "snapshot_build_s": snapshot_s,
+            "snapshot_bytes": snapshot_bytes,
+            "restart_s": restart_s,
+        })
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("scale") {
+        let partitions: usize = args.get(1).map_or(Ok(100_000), |s| s.parse())?;
+        let entries: usize = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+        return scale(partitions, entries).await;
+    }
     let sequential: usize = args.first().map_or(Ok(1_000), |s| s.parse())?;
     let proposers: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
     let seconds: u64 = args.get(2).map_or(Ok(5), |s| s.parse())?;

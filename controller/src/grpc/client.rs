@@ -36,7 +36,7 @@ use super::proto::{
     watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, MembershipReply,
     ProposeRequest, ReadStateRequest, RemoveControllerRequest, WatchRequest,
 };
-use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES};
+use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
 use crate::model::{apply, Command, MetadataState};
 use crate::raft::Response as Answer;
 
@@ -227,7 +227,7 @@ impl ControllerClient {
 
     fn metadata(&self, addr: &str) -> Result<MetadataClient<Channel>, ClientError> {
         Ok(MetadataClient::new(self.channel(addr)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_STATE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 

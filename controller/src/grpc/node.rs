@@ -26,7 +26,7 @@ use super::proto::admin_server::AdminServer;
 use super::proto::metadata_server::MetadataServer;
 use super::proto::raft_peer_server::RaftPeerServer;
 use super::service::{ApiService, PeerService};
-use super::MAX_MESSAGE_BYTES;
+use super::{MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
 use crate::raft::{open_storage, ControllerNode, NodeId, Raft, StateMachine};
 
 /// How one controller runs.
@@ -173,7 +173,7 @@ pub async fn start(
         .add_service(
             MetadataServer::new(api_service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_encoding_message_size(MAX_STATE_BYTES),
         )
         .add_service(AdminServer::new(api_service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown(stopped));
