@@ -46,7 +46,7 @@ const MAX_BATCH: usize = 1_024;
 const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Batches being committed at once; while they are, new proposals gather
 /// into the next batch.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 2;
 /// Proposals waiting for a batch at most (back-pressure on clients).
 const PROPOSAL_QUEUE: usize = 16_384;
 
