@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
+use floe_controller::grpc::service::LeaseConfig;
 use floe_controller::raft::{ControllerNode, NodeId, RaftMetrics};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
@@ -79,6 +80,14 @@ pub struct ControllerArgs {
     /// Shortest election timeout, in milliseconds (the longest is twice it).
     #[arg(long, env = "FLOE_RAFT_ELECTION_TIMEOUT_MS", default_value_t = 600)]
     pub election_timeout_ms: u64,
+    /// How long a broker's lease renewal lets it acknowledge writes, in
+    /// milliseconds.
+    #[arg(long, env = "FLOE_BROKER_LEASE_MS", default_value_t = 5_000)]
+    pub broker_lease_ms: u64,
+    /// How much longer the leader waits past a lapsed lease before it fences
+    /// the broker, in milliseconds.
+    #[arg(long, env = "FLOE_BROKER_LEASE_GRACE_MS", default_value_t = 1_000)]
+    pub broker_lease_grace_ms: u64,
 }
 
 impl ControllerArgs {
@@ -168,6 +177,10 @@ impl ControllerProcess {
             data_dir: args.data_dir.clone(),
             raft,
             bootstrap_grace: Duration::from_millis(args.election_timeout_ms),
+            leases: LeaseConfig {
+                lease: Duration::from_millis(args.broker_lease_ms),
+                grace: Duration::from_millis(args.broker_lease_grace_ms),
+            },
         };
         let node = node::start(config, listeners).await?;
 

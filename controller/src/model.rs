@@ -72,6 +72,9 @@ pub struct Broker {
     pub rack: Option<String>,
     /// Bumped on every registration; fences an older incarnation.
     pub epoch: i64,
+    /// Its lease lapsed: it leads nothing until it registers again.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +162,12 @@ pub enum Command {
         host: String,
         port: i32,
         rack: Option<String>,
+    },
+    /// The controller leader saw broker `id`'s lease lapse: fence that
+    /// incarnation and give its partitions to the live brokers.
+    FenceBroker {
+        id: i32,
+        epoch: i64,
     },
     CreateTopic {
         name: String,

@@ -8,16 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use floe_controller::grpc::client::{ClientOptions, Committed};
+use floe_controller::grpc::client::{ClientError, ClientOptions, Committed};
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
 use floe_controller::grpc::proto::metadata_client::MetadataClient;
 use floe_controller::grpc::proto::raft_peer_client::RaftPeerClient;
 use floe_controller::grpc::proto::{ProposeRequest, RaftPayload};
+use floe_controller::grpc::service::LeaseConfig;
 use floe_controller::grpc::{ControllerClient, Mirror, LEADER_ADDRESS_HEADER};
 use floe_controller::model::{Command, Outcome};
 use floe_controller::raft::{ControllerNode, NodeId};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// Broker leases in these tests: short, so fencing is quick to observe.
+const LEASE: Duration = Duration::from_millis(1_000);
+const LEASE_GRACE: Duration = Duration::from_millis(300);
 
 struct Cluster {
     root: PathBuf,
@@ -41,6 +45,10 @@ fn config(
         data_dir: root.join(format!("controller-{id}")),
         raft: raft.validate()?,
         bootstrap_grace: Duration::from_millis(50),
+        leases: LeaseConfig {
+            lease: LEASE,
+            grace: LEASE_GRACE,
+        },
     })
 }
 
@@ -389,5 +397,127 @@ async fn malformed_requests_are_refused_and_change_nothing() -> anyhow::Result<(
     ensure!(allocated(&after)? == allocated(&before)? + 1);
     let states = cluster.states_at(after.index).await?;
     ensure!(states.values().all(|s| s == &states[&1]));
+    Ok(())
+}
+
+fn register_broker(id: i32) -> Command {
+    Command::RegisterBroker {
+        id,
+        host: "127.0.0.1".to_owned(),
+        port: 9092 + id,
+        rack: None,
+    }
+}
+
+fn registered(c: &Committed) -> anyhow::Result<i64> {
+    match &c.answer {
+        Ok(Outcome::BrokerRegistered { epoch }) => Ok(*epoch),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_renewing_is_fenced_only_after_its_lease() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    let e1 = registered(&client.propose(&register_broker(1)).await?)?;
+    let e2 = registered(&client.propose(&register_broker(2)).await?)?;
+    let created = client
+        .propose(&Command::CreateTopic {
+            name: "t".to_owned(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 4,
+            configs: BTreeMap::new(),
+            leader: 1,
+        })
+        .await?;
+    ensure!(created.answer.is_ok(), "{created:?}");
+
+    // Broker 2 renews all along (through a leader change below).
+    let stop = Arc::new(AtomicBool::new(false));
+    let renewing = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let lease = client.heartbeat(2, e2).await?;
+                ensure!(lease == LEASE);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // Broker 1 renews a few times, then goes silent.
+    for _ in 0..5 {
+        client.heartbeat(1, e1).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every renewal of broker 1 was received before this instant.
+    let silent_since = tokio::time::Instant::now();
+    let state = loop {
+        let (_, state) = client.read_state().await?;
+        if state.brokers[&1].fenced {
+            break state;
+        }
+        ensure!(silent_since.elapsed() < WAIT, "broker 1 was never fenced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let fenced_after = silent_since.elapsed();
+    // Safety: the broker's own lease (from the time it sent its last
+    // renewal) ran out before the controllers fenced it.
+    ensure!(
+        fenced_after >= LEASE,
+        "fenced {fenced_after:?} after the last renewal: inside the lease"
+    );
+    ensure!(
+        fenced_after <= LEASE + LEASE_GRACE + Duration::from_secs(2),
+        "fenced only {fenced_after:?} after the last renewal"
+    );
+    // Its partitions moved to the live broker, each under a new epoch.
+    ensure!(
+        state.topics["t"]
+            .partitions
+            .iter()
+            .all(|p| p.leader == 2 && p.leader_epoch == 1),
+        "{:?}",
+        state.topics["t"].partitions
+    );
+    // The fenced incarnation's renewals are refused.
+    match client.heartbeat(1, e1).await {
+        Err(ClientError::Refused {
+            code: tonic::Code::Aborted,
+            ..
+        }) => {}
+        other => bail!("a fenced broker renewed: {other:?}"),
+    }
+    // An unknown broker is told to register.
+    match client.heartbeat(7, 1).await {
+        Err(ClientError::Refused {
+            code: tonic::Code::NotFound,
+            ..
+        }) => {}
+        other => bail!("an unknown broker renewed: {other:?}"),
+    }
+
+    // A leader change does not fence the live broker: the new leader starts
+    // every lease afresh.
+    let leader = cluster.leader().await?;
+    cluster.stop(leader).await?;
+    tokio::time::sleep(LEASE * 3).await;
+    let (_, state) = client.read_state().await?;
+    ensure!(
+        !state.brokers[&2].fenced,
+        "a renewing broker was fenced across a leader change"
+    );
+
+    // Broker 1 comes back as a new incarnation.
+    let again = registered(&client.propose(&register_broker(1)).await?)?;
+    ensure!(again == e1 + 1);
+    client.heartbeat(1, again).await?;
+    stop.store(true, Ordering::Relaxed);
+    renewing.await??;
     Ok(())
 }

@@ -206,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir: root.join(format!("controller-{id}")),
             raft: node::default_raft_config("floe-bench").map_err(|e| anyhow::anyhow!("{e}"))?,
             bootstrap_grace: Duration::from_millis(50),
+            leases: Default::default(),
         };
         nodes.push(node::start(config, l).await?);
     }

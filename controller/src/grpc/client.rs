@@ -33,8 +33,8 @@ use super::network::Channels;
 use super::proto::admin_client::AdminClient;
 use super::proto::metadata_client::MetadataClient;
 use super::proto::{
-    watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, MembershipReply,
-    ProposeRequest, ReadStateRequest, RemoveControllerRequest, WatchRequest,
+    watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, HeartbeatRequest,
+    MembershipReply, ProposeRequest, ReadStateRequest, RemoveControllerRequest, WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
 use crate::model::{apply, Command, MetadataState};
@@ -331,6 +331,24 @@ impl ControllerClient {
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews broker `broker_id`'s lease for incarnation `epoch`; answers
+    /// the lease granted. The broker may acknowledge writes until the time
+    /// this call was *sent* plus the lease. `ABORTED` (a
+    /// [`ClientError::Refused`]): the incarnation is fenced.
+    pub async fn heartbeat(&self, broker_id: i32, epoch: i64) -> Result<Duration, ClientError> {
+        self.with_retries(true, |addr| {
+            let client = self.metadata(&addr);
+            async move {
+                let reply = client?
+                    .heartbeat(HeartbeatRequest { broker_id, epoch })
+                    .await?
+                    .into_inner();
+                Ok(Duration::from_millis(reply.lease_ms))
+            }
+        })
+        .await
     }
 
     /// A linearizable read of the whole state, and its log index.

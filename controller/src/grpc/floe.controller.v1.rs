@@ -10,6 +10,21 @@ pub struct RaftPayload {
     pub data: ::prost::alloc::vec::Vec<u8>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatRequest {
+    #[prost(int32, tag = "1")]
+    pub broker_id: i32,
+    /// The epoch its registration answered.
+    #[prost(int64, tag = "2")]
+    pub epoch: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatReply {
+    #[prost(uint64, tag = "1")]
+    pub lease_ms: u64,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProposeRequest {
     /// JSON of a floe_controller::Command.
@@ -779,6 +794,34 @@ pub mod metadata_client {
                 .insert(GrpcMethod::new("floe.controller.v1.Metadata", "ReadState"));
             self.inner.unary(req, path, codec).await
         }
+        /// Renews a registered broker's lease. Leader only. The broker may
+        /// acknowledge writes until the time it *sent* this request plus
+        /// `lease_ms`; the leader fences the broker (FenceBroker: its partitions
+        /// move, their leader epochs bump) only after `lease_ms` plus a grace
+        /// period without a renewal *received*, so the broker has stopped first.
+        /// A broker whose incarnation was fenced gets ABORTED and must register
+        /// again; an unknown broker gets NOT_FOUND.
+        pub async fn heartbeat(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HeartbeatRequest>,
+        ) -> std::result::Result<tonic::Response<super::HeartbeatReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Metadata/Heartbeat",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Metadata", "Heartbeat"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -819,6 +862,17 @@ pub mod metadata_server {
             &self,
             request: tonic::Request<super::ReadStateRequest>,
         ) -> std::result::Result<tonic::Response<super::StateSnapshot>, tonic::Status>;
+        /// Renews a registered broker's lease. Leader only. The broker may
+        /// acknowledge writes until the time it *sent* this request plus
+        /// `lease_ms`; the leader fences the broker (FenceBroker: its partitions
+        /// move, their leader epochs bump) only after `lease_ms` plus a grace
+        /// period without a renewal *received*, so the broker has stopped first.
+        /// A broker whose incarnation was fenced gets ABORTED and must register
+        /// again; an unknown broker gets NOT_FOUND.
+        async fn heartbeat(
+            &self,
+            request: tonic::Request<super::HeartbeatRequest>,
+        ) -> std::result::Result<tonic::Response<super::HeartbeatReply>, tonic::Status>;
     }
     /// The metadata log, for brokers and tools.
     #[derive(Debug)]
@@ -1016,6 +1070,51 @@ pub mod metadata_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReadStateSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Metadata/Heartbeat" => {
+                    #[allow(non_camel_case_types)]
+                    struct HeartbeatSvc<T: Metadata>(pub Arc<T>);
+                    impl<
+                        T: Metadata,
+                    > tonic::server::UnaryService<super::HeartbeatRequest>
+                    for HeartbeatSvc<T> {
+                        type Response = super::HeartbeatReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HeartbeatRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Metadata>::heartbeat(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HeartbeatSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

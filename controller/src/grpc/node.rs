@@ -46,6 +46,8 @@ pub struct NodeConfig {
     /// How long a pristine initial voter waits for an existing leader
     /// before it initializes the cluster.
     pub bootstrap_grace: Duration,
+    /// Broker leases granted by this controller while it leads.
+    pub leases: super::service::LeaseConfig,
 }
 
 /// openraft settings for controllers: heartbeats every 100 ms, elections
@@ -167,7 +169,13 @@ pub async fn start(
             TcpListenerStream::new(listeners.raft),
             shutdown(stopped.clone()),
         );
-    let api_service = ApiService::new(config.id, raft.clone(), sm.clone(), stopped.clone());
+    let api_service = ApiService::new(
+        config.id,
+        raft.clone(),
+        sm.clone(),
+        stopped.clone(),
+        config.leases,
+    );
     let api = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(

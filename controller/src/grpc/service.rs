@@ -29,8 +29,9 @@ use super::proto::metadata_server::Metadata;
 use super::proto::raft_peer_server::RaftPeer;
 use super::proto::{
     watch_event, AddControllerRequest, AppliedEntry, Broker, ClusterStatus, ClusterStatusRequest,
-    Controller, MembershipReply, ProposeReply, ProposeRequest, RaftPayload, ReadStateRequest,
-    RemoveControllerRequest, StateSnapshot, WatchEvent, WatchHeartbeat, WatchRequest,
+    Controller, HeartbeatReply, HeartbeatRequest, MembershipReply, ProposeReply, ProposeRequest,
+    RaftPayload, ReadStateRequest, RemoveControllerRequest, StateSnapshot, WatchEvent,
+    WatchHeartbeat, WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
 use crate::model::Command;
@@ -148,6 +149,62 @@ fn write_error(
     }
 }
 
+/// Broker leases, kept by the leader in memory (a new leader starts every
+/// lease afresh, so a leader change never fences a live broker).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseConfig {
+    /// How long a renewal lets a broker acknowledge writes.
+    pub lease: std::time::Duration,
+    /// Extra time the leader waits past a lease before fencing: covers the
+    /// renewal's transit and clock-rate differences.
+    pub grace: std::time::Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> LeaseConfig {
+        LeaseConfig {
+            lease: std::time::Duration::from_secs(5),
+            grace: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+/// Last renewal received per broker: `(epoch, when)`.
+type LeaseTable = std::sync::Mutex<std::collections::HashMap<i32, (i64, tokio::time::Instant)>>;
+
+/// While this controller leads: fences every live broker whose lease
+/// lapsed (no renewal for `lease + grace`), by proposing `FenceBroker`.
+async fn run_lease_reaper(
+    service: ApiService,
+    config: LeaseConfig,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let tick = (config.lease / 4).max(std::time::Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let leading = service.raft.metrics().borrow().current_leader == Some(service.id);
+        let lapsed = service.lapsed_leases(leading, &config);
+        for (id, epoch) in lapsed {
+            tracing::warn!(broker = id, epoch, lease = ?config.lease, "broker lease lapsed; fencing it");
+            let (reply, _answer) = oneshot::channel();
+            let pending = Pending {
+                proposal: Proposal {
+                    session: None,
+                    command: Command::FenceBroker { id, epoch },
+                },
+                bytes: 64,
+                reply,
+            };
+            if service.proposals.send(pending).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// A proposal waiting for its batch.
 struct Pending {
     proposal: Proposal,
@@ -206,25 +263,83 @@ pub struct ApiService {
     proposals: mpsc::Sender<Pending>,
     /// Turns true when the controller stops: watch streams end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    leases: Arc<LeaseTable>,
+    lease_config: LeaseConfig,
 }
 
 impl ApiService {
-    /// The services of controller `id`; starts its proposal batcher (on the
-    /// current tokio runtime). Watch streams end when `stopping` turns true.
+    /// The services of controller `id`; starts its proposal batcher and
+    /// broker lease reaper (on the current tokio runtime). Watch streams and
+    /// the reaper end when `stopping` turns true.
     pub fn new(
         id: NodeId,
         raft: Raft,
         sm: StateMachine,
         stopping: tokio::sync::watch::Receiver<bool>,
+        lease_config: LeaseConfig,
     ) -> ApiService {
         let (proposals, rx) = mpsc::channel(PROPOSAL_QUEUE);
         tokio::spawn(run_batcher(id, raft.clone(), rx));
-        ApiService {
+        let service = ApiService {
             id,
             raft,
             sm,
             proposals,
-            stopping,
+            stopping: stopping.clone(),
+            leases: Arc::new(LeaseTable::default()),
+            lease_config,
+        };
+        tokio::spawn(run_lease_reaper(service.clone(), lease_config, stopping));
+        service
+    }
+
+    /// The live brokers whose lease lapsed, as of now; restarts their lease
+    /// clock so that a fence is proposed again only a lease later. Forgets
+    /// every lease when `leading` is false.
+    fn lapsed_leases(&self, leading: bool, config: &LeaseConfig) -> Vec<(i32, i64)> {
+        let mut table = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if !leading {
+            table.clear();
+            return Vec::new();
+        }
+        let now = tokio::time::Instant::now();
+        let live: Vec<(i32, i64)> = self.sm.read(|state, _| {
+            state
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| (b.id, b.epoch))
+                .collect()
+        });
+        let mut lapsed = Vec::new();
+        for (id, epoch) in live {
+            let entry = table.entry(id).or_insert((epoch, now));
+            if entry.0 != epoch {
+                // A new incarnation (or one this leader has not heard of
+                // yet): its lease starts now.
+                *entry = (epoch, now);
+            }
+            if now.duration_since(entry.1) > config.lease + config.grace {
+                lapsed.push((id, epoch));
+                entry.1 = now;
+            }
+        }
+        lapsed
+    }
+
+    /// The hint a follower gives, from its own view of the cluster.
+    fn forward(&self) -> ForwardToLeader<NodeId, ControllerNode> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader_node = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned()
+        });
+        ForwardToLeader {
+            leader_id: metrics.current_leader,
+            leader_node,
         }
     }
 
@@ -328,6 +443,38 @@ type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchEvent, St
 
 #[tonic::async_trait]
 impl Metadata for ApiService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let HeartbeatRequest { broker_id, epoch } = request.into_inner();
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return Err(not_leader(self.id, &self.forward()));
+        }
+        let live = self
+            .sm
+            .read(|state, _| state.brokers.get(&broker_id).map(|b| (b.epoch, b.fenced)));
+        match live {
+            None => Err(Status::not_found(format!(
+                "broker {broker_id} is not registered; register it first"
+            ))),
+            Some((current, fenced)) if fenced || current != epoch => Err(Status::aborted(format!(
+                "broker {broker_id} epoch {epoch} is fenced (current epoch {current}{}); \
+                 stop acknowledging writes and register again",
+                if fenced { ", fenced" } else { "" }
+            ))),
+            Some(_) => {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(broker_id, (epoch, tokio::time::Instant::now()));
+                Ok(Response::new(HeartbeatReply {
+                    lease_ms: self.lease_config.lease.as_millis() as u64,
+                }))
+            }
+        }
+    }
+
     async fn propose(
         &self,
         request: Request<ProposeRequest>,

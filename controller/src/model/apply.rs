@@ -38,6 +38,11 @@ pub enum Outcome {
     BrokerRegistered {
         epoch: i64,
     },
+    /// The broker is fenced; `moved` partitions have a new leader (or none,
+    /// `-1`, when no live broker is left), each with a bumped leader epoch.
+    BrokerFenced {
+        moved: u32,
+    },
     /// The block `first .. first + count` now belongs to the proposer.
     ProducerIds {
         first: i64,
@@ -68,6 +73,15 @@ pub enum ApplyError {
         host: String,
         port: i32,
         reason: String,
+    },
+    #[error(
+        "broker {id} epoch {epoch} is not the current live incarnation (current epoch {current:?}); \
+         a stale fence is ignored"
+    )]
+    StaleBrokerEpoch {
+        id: i32,
+        epoch: i64,
+        current: Option<i64>,
     },
     #[error("topic name {name:?} is invalid: {reason}")]
     InvalidTopicName { name: String, reason: String },
@@ -194,6 +208,7 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             port,
             rack,
         } => register_broker(state, *id, host, *port, rack),
+        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch),
         Command::CreateTopic {
             name,
             id,
@@ -277,9 +292,70 @@ fn register_broker(
             port,
             rack: rack.clone(),
             epoch,
+            fenced: false,
         },
     );
+    // Partitions left without a leader by earlier fences go to the broker
+    // that just (re)joined, with a new leader epoch.
+    for topic in state.topics.values_mut() {
+        for partition in &mut topic.partitions {
+            if partition.leader < 0 {
+                partition.leader = id;
+                partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+            }
+        }
+    }
     Ok(Outcome::BrokerRegistered { epoch })
+}
+
+/// Fences incarnation `epoch` of broker `id` and moves every partition it
+/// leads to the live broker leading the fewest (lowest id on ties; `-1`
+/// when none is left), bumping each moved partition's leader epoch so that
+/// the fenced incarnation's late commits are refused.
+fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcome, ApplyError> {
+    let current = state
+        .brokers
+        .get(&id)
+        .filter(|b| !b.fenced)
+        .map(|b| b.epoch);
+    if current != Some(epoch) {
+        return Err(ApplyError::StaleBrokerEpoch { id, epoch, current });
+    }
+    if let Some(broker) = state.brokers.get_mut(&id) {
+        broker.fenced = true;
+    }
+    let mut load: BTreeMap<i32, usize> = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| (b.id, 0))
+        .collect();
+    for topic in state.topics.values() {
+        for partition in &topic.partitions {
+            if let Some(n) = load.get_mut(&partition.leader) {
+                *n += 1;
+            }
+        }
+    }
+    let mut moved = 0u32;
+    for topic in state.topics.values_mut() {
+        for partition in &mut topic.partitions {
+            if partition.leader != id {
+                continue;
+            }
+            let target = load
+                .iter()
+                .min_by_key(|(broker, n)| (**n, **broker))
+                .map(|(broker, _)| *broker);
+            partition.leader = target.unwrap_or(-1);
+            partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+            if let Some(t) = target {
+                *load.entry(t).or_default() += 1;
+            }
+            moved += 1;
+        }
+    }
+    Ok(Outcome::BrokerFenced { moved })
 }
 
 fn create_topic(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::fixture::{
-    commit, create_topic, pid, register, released, topic_id, trim, Driver,
+    check_invariants, commit, create_topic, pid, register, released, topic_id, trim, Driver,
 };
 use crate::model::{
     apply, ApplyError, Command, CommittedOffset, IndexEntry, MetadataState, ObjectMeta, Outcome,
@@ -529,4 +529,83 @@ fn producer_ids_come_in_disjoint_blocks_from_1000() {
             first: i64::MAX - 5
         }
     );
+}
+
+#[test]
+fn fencing_a_broker_moves_its_partitions_to_the_least_loaded_live_broker() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(register(2));
+    d.ok(register(3));
+    // Topic "a" (4 partitions) is led by broker 1; broker 3 already leads one.
+    d.ok(create_topic("a", 1, 4));
+    d.ok(Command::CreateTopic {
+        name: "b".to_owned(),
+        id: topic_id(2),
+        partitions: 1,
+        configs: BTreeMap::new(),
+        leader: 3,
+    });
+    // A stale or unknown incarnation is refused and changes nothing.
+    let before = d.state.clone();
+    assert!(matches!(
+        d.refused(Command::FenceBroker { id: 1, epoch: 7 }),
+        ApplyError::StaleBrokerEpoch {
+            id: 1,
+            epoch: 7,
+            current: Some(1)
+        }
+    ));
+    assert!(matches!(
+        d.refused(Command::FenceBroker { id: 9, epoch: 1 }),
+        ApplyError::StaleBrokerEpoch { current: None, .. }
+    ));
+    assert_eq!(d.state, before);
+
+    assert_eq!(
+        d.ok(Command::FenceBroker { id: 1, epoch: 1 }),
+        Outcome::BrokerFenced { moved: 4 }
+    );
+    assert!(d.state.brokers[&1].fenced);
+    let leaders: Vec<(i32, i32)> = d.state.topics["a"]
+        .partitions
+        .iter()
+        .map(|p| (p.leader, p.leader_epoch))
+        .collect();
+    // Broker 2 led nothing, broker 3 one: 2, 2, 3, then the tie goes to 2.
+    assert_eq!(leaders, vec![(2, 1), (2, 1), (3, 1), (2, 1)]);
+    // Fencing twice is refused: the incarnation is no longer live.
+    assert!(matches!(
+        d.refused(Command::FenceBroker { id: 1, epoch: 1 }),
+        ApplyError::StaleBrokerEpoch { current: None, .. }
+    ));
+    // A commit by the fenced leader's epoch is refused.
+    assert!(matches!(
+        d.refused(commit("late", &[(pid(1, 0), 0, 10, 0)])),
+        ApplyError::StaleLeaderEpoch { .. }
+    ));
+    check_invariants(&d.state);
+}
+
+#[test]
+fn partitions_with_no_live_broker_wait_for_the_next_registration() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(create_topic("a", 1, 2));
+    assert_eq!(
+        d.ok(Command::FenceBroker { id: 1, epoch: 1 }),
+        Outcome::BrokerFenced { moved: 2 }
+    );
+    assert!(d.state.topics["a"]
+        .partitions
+        .iter()
+        .all(|p| p.leader == -1 && p.leader_epoch == 1));
+    // The broker comes back as a new incarnation and takes them, epoch 2.
+    assert_eq!(d.ok(register(1)), Outcome::BrokerRegistered { epoch: 2 });
+    assert!(!d.state.brokers[&1].fenced);
+    assert!(d.state.topics["a"]
+        .partitions
+        .iter()
+        .all(|p| p.leader == 1 && p.leader_epoch == 2));
+    check_invariants(&d.state);
 }
