@@ -9,6 +9,7 @@ use kafka_protocol::protocol::Encodable;
 
 use crate::cluster::Cluster;
 use crate::handler;
+use crate::handler::groups;
 use crate::protocol::{api, frame::RawRequest};
 use crate::storage::Storage;
 
@@ -32,6 +33,17 @@ pub struct Broker {
     pub producer_ids: crate::handler::produce::ProducerIds,
     pub gc: crate::gc::Gc,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// In a cluster, the lease that lets this broker acknowledge writes.
+    pub lease: Option<Arc<crate::leadership::Lease>>,
+}
+
+impl Broker {
+    /// Whether a write may be acknowledged now: always in the local mode;
+    /// in a cluster only while the controller lease is valid, so that a
+    /// broker cut off from the quorum stops before its partitions move.
+    pub fn may_acknowledge(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.valid())
+    }
 }
 
 /// What to do with a request that could not be served.
@@ -158,34 +170,70 @@ impl Broker {
                 handler::config::incremental_alter_configs(self, r).await,
             ),
             RequestKind::JoinGroup(r) => {
-                ResponseKind::JoinGroup(self.groups.join_group(r, version, &client).await)
+                ResponseKind::JoinGroup(match groups::join(self, &r.group_id) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.join_group(r, version, &client).await,
+                })
             }
             RequestKind::SyncGroup(r) => {
-                ResponseKind::SyncGroup(self.groups.sync_group(r, version).await)
+                ResponseKind::SyncGroup(match groups::sync(self, &r.group_id) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.sync_group(r, version).await,
+                })
             }
             RequestKind::Heartbeat(r) => {
-                ResponseKind::Heartbeat(self.groups.heartbeat(r, version).await)
+                ResponseKind::Heartbeat(match groups::heartbeat(self, &r.group_id) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.heartbeat(r, version).await,
+                })
             }
             RequestKind::LeaveGroup(r) => {
-                ResponseKind::LeaveGroup(self.groups.leave_group(r, version).await)
+                ResponseKind::LeaveGroup(match groups::leave(self, &r.group_id) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.leave_group(r, version).await,
+                })
             }
-            RequestKind::DescribeGroups(r) => {
-                ResponseKind::DescribeGroups(self.groups.describe_groups(r, version).await)
+            RequestKind::DescribeGroups(mut r) => {
+                let elsewhere = groups::describe_elsewhere(self, &mut r);
+                let mut resp = self.groups.describe_groups(r, version).await;
+                resp.groups.extend(elsewhere);
+                ResponseKind::DescribeGroups(resp)
             }
             RequestKind::ListGroups(r) => {
                 ResponseKind::ListGroups(self.groups.list_groups(r, version).await)
             }
-            RequestKind::DeleteGroups(r) => {
-                ResponseKind::DeleteGroups(self.groups.delete_groups(r, version).await)
+            RequestKind::DeleteGroups(mut r) => {
+                let elsewhere = groups::delete_elsewhere(self, &mut r);
+                let mut resp = self.groups.delete_groups(r, version).await;
+                resp.results.extend(elsewhere);
+                ResponseKind::DeleteGroups(resp)
             }
             RequestKind::OffsetCommit(r) => {
-                ResponseKind::OffsetCommit(self.groups.offset_commit(r, version).await)
+                ResponseKind::OffsetCommit(match groups::offset_commit(self, &r) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.offset_commit(r, version).await,
+                })
             }
-            RequestKind::OffsetFetch(r) => {
-                ResponseKind::OffsetFetch(self.groups.offset_fetch(r, version).await)
+            RequestKind::OffsetFetch(mut r) => {
+                ResponseKind::OffsetFetch(match groups::offset_fetch(self, &mut r, version) {
+                    groups::FetchRoute::Here => self.groups.offset_fetch(r, version).await,
+                    groups::FetchRoute::Answer(elsewhere) => elsewhere,
+                    groups::FetchRoute::Append(elsewhere) => {
+                        let mut resp = if r.groups.is_empty() {
+                            Default::default()
+                        } else {
+                            self.groups.offset_fetch(r, version).await
+                        };
+                        resp.groups.extend(elsewhere);
+                        resp
+                    }
+                })
             }
             RequestKind::OffsetDelete(r) => {
-                ResponseKind::OffsetDelete(self.groups.offset_delete(r, version).await)
+                ResponseKind::OffsetDelete(match groups::offset_delete(self, &r.group_id) {
+                    Some(elsewhere) => elsewhere,
+                    None => self.groups.offset_delete(r, version).await,
+                })
             }
             _ => {
                 return Err(DispatchError::UnsupportedVersion {

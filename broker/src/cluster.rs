@@ -1,12 +1,16 @@
-//! The broker's view of the metadata controller. In the one-process local
-//! mode this is the durable single-node store; every change goes through
-//! `propose` (a command applied by the controller's pure `apply`), and reads
-//! see the applied state.
+//! The broker's view of the metadata controller: in the one-process local
+//! mode the durable single-node store, in a cluster the controller quorum
+//! (proposals over gRPC, reads from a [`Mirror`] that follows its watch).
+//! Every change goes through `propose` (a command applied by the
+//! controller's pure `apply`), and reads see the applied state; after a
+//! proposal, reads see at least that proposal's effect.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use floe_controller::grpc::client::{ClientError, ControllerClient, Mirror};
 use floe_controller::model::{
     ApplyError, Command, IndexCommit, IndexEntry, MetadataState, ObjectMeta, Outcome, PartitionId,
 };
@@ -14,7 +18,7 @@ use floe_controller::store::{LocalStore, StoreError};
 use uuid::Uuid;
 
 use crate::storage::compactor::Retention;
-use crate::storage::{ObjectIndex, PartitionMeta};
+use crate::storage::{CommitError, ObjectIndex, PartitionMeta};
 
 /// Kafka's default `retention.ms`: seven days.
 const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -25,17 +29,26 @@ pub enum ClusterError {
     Store(#[from] StoreError),
     #[error("metadata task failed: {0}")]
     Task(String),
+    #[error("the controller refused the command: {0}")]
+    Refused(ApplyError),
+    #[error("the controller quorum is unreachable: {0}")]
+    Controller(#[from] ClientError),
+    #[error("the controller committed the command (index {index}) but this broker's copy of the metadata did not reach it within {waited:?}")]
+    MirrorBehind { index: u64, waited: Duration },
 }
 
 impl ClusterError {
     /// The refused command's reason, if this was a refusal (nothing changed).
     pub fn apply_error(&self) -> Option<&ApplyError> {
         match self {
-            ClusterError::Store(StoreError::Apply(e)) => Some(e),
+            ClusterError::Store(StoreError::Apply(e)) | ClusterError::Refused(e) => Some(e),
             _ => None,
         }
     }
 }
+
+/// How long a proposal's author waits for its own change to reach the mirror.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
 
 /// A topic as the Kafka layer sees it.
 #[derive(Debug, Clone)]
@@ -53,6 +66,15 @@ impl TopicView {
             partition,
         })
     }
+}
+
+/// A registered broker that is not fenced, as clients are told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 /// What the data path needs to route a request to a partition. Read without
@@ -79,18 +101,50 @@ impl TopicRoute {
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
 pub struct Cluster {
-    store: Arc<LocalStore>,
+    backend: Backend,
     routes: std::sync::RwLock<std::collections::HashMap<String, TopicRoute>>,
+}
+
+enum Backend {
+    /// The one-process mode's durable single-node store.
+    Local(Arc<LocalStore>),
+    /// The controller quorum and this broker's live copy of its state.
+    Quorum {
+        client: ControllerClient,
+        mirror: Mirror,
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 impl Cluster {
     pub fn open(dir: &Path) -> Result<Cluster, ClusterError> {
         let cluster = Cluster {
-            store: Arc::new(LocalStore::open(dir)?),
+            backend: Backend::Local(Arc::new(LocalStore::open(dir)?)),
             routes: Default::default(),
         };
         cluster.rebuild_routes();
         Ok(cluster)
+    }
+
+    /// A broker of a cluster: proposals go to the quorum, reads to `mirror`.
+    /// Call from within a Tokio runtime (blocking proposals run on it).
+    pub fn quorum(client: ControllerClient, mirror: Mirror) -> Cluster {
+        Cluster {
+            backend: Backend::Quorum {
+                client,
+                mirror,
+                runtime: tokio::runtime::Handle::current(),
+            },
+            routes: Default::default(),
+        }
+    }
+
+    /// The mirror this cluster reads, if it follows a quorum.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Quorum { mirror, .. } => Some(mirror),
+        }
     }
 
     /// Apply a command durably (off the async reactor).
@@ -102,35 +156,45 @@ impl Cluster {
                 | Command::CreatePartitions { .. }
                 | Command::AlterTopicConfigs { .. }
         );
-        let store = self.store.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.propose(cmd))
-            .await
-            .map_err(|e| ClusterError::Task(e.to_string()))?
-            .map_err(ClusterError::from)?;
+        let outcome = match &self.backend {
+            Backend::Local(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.propose(cmd))
+                    .await
+                    .map_err(|e| ClusterError::Task(e.to_string()))?
+                    .map_err(ClusterError::from)?
+            }
+            Backend::Quorum { client, mirror, .. } => {
+                propose_to_quorum(client, mirror, &cmd).await?
+            }
+        };
         if changes_topics {
             self.rebuild_routes();
         }
         Ok(outcome)
     }
 
+    /// Apply a command from a blocking thread (never from the reactor).
+    fn propose_blocking(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        match &self.backend {
+            Backend::Local(store) => Ok(store.propose(cmd)?),
+            Backend::Quorum {
+                client,
+                mirror,
+                runtime,
+            } => runtime.block_on(propose_to_quorum(client, mirror, &cmd)),
+        }
+    }
+
     /// The routing table is rebuilt only after a durable topic change.
     fn rebuild_routes(&self) {
+        if matches!(self.backend, Backend::Quorum { .. }) {
+            return;
+        }
         let routes = self.read(|s| {
             s.topics
                 .values()
-                .map(|t| {
-                    let max_message_bytes = t
-                        .configs
-                        .get("max.message.bytes")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-                    let route = TopicRoute {
-                        id: t.id,
-                        partitions: t.partitions.len() as i32,
-                        max_message_bytes,
-                    };
-                    (t.name.clone(), route)
-                })
+                .map(|t| (t.name.clone(), route_of(t)))
                 .collect()
         });
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
@@ -138,6 +202,10 @@ impl Cluster {
 
     /// Route a data-path request (Produce, Fetch, ListOffsets, ...).
     pub fn route(&self, topic: &str) -> Option<TopicRoute> {
+        if let Backend::Quorum { mirror, .. } = &self.backend {
+            // Other brokers change topics too: the mirror is the truth.
+            return mirror.read(|s| s.topics.get(topic).map(route_of));
+        }
         self.routes
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -148,13 +216,33 @@ impl Cluster {
     /// Read the applied state. A poisoned store (after a failed fsync) reads
     /// as empty; every write fails and tells the operator to restart.
     pub fn read<R: Default>(&self, f: impl FnOnce(&MetadataState) -> R) -> R {
-        match self.store.read(f) {
+        let store = match &self.backend {
+            Backend::Local(store) => store,
+            Backend::Quorum { mirror, .. } => return mirror.read(f),
+        };
+        match store.read(f) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "metadata store unavailable");
                 R::default()
             }
         }
+    }
+
+    /// Registered, unfenced brokers, by id.
+    pub fn live_brokers(&self) -> Vec<BrokerView> {
+        self.read(|s| {
+            s.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| BrokerView {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                })
+                .collect()
+        })
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicView> {
@@ -194,6 +282,34 @@ impl Cluster {
     }
 }
 
+/// Proposes `cmd` exactly once and waits until `mirror` includes it.
+async fn propose_to_quorum(
+    client: &ControllerClient,
+    mirror: &Mirror,
+    cmd: &Command,
+) -> Result<Outcome, ClusterError> {
+    let committed = client.propose(cmd).await?;
+    if !mirror.wait_for(committed.index, READ_YOUR_WRITES).await {
+        return Err(ClusterError::MirrorBehind {
+            index: committed.index,
+            waited: READ_YOUR_WRITES,
+        });
+    }
+    committed.answer.map_err(ClusterError::Refused)
+}
+
+fn route_of(t: &floe_controller::model::Topic) -> TopicRoute {
+    TopicRoute {
+        id: t.id,
+        partitions: t.partitions.len() as i32,
+        max_message_bytes: t
+            .configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+    }
+}
+
 fn view(t: &floe_controller::model::Topic) -> TopicView {
     TopicView {
         id: t.id,
@@ -207,7 +323,7 @@ fn view(t: &floe_controller::model::Topic) -> TopicView {
     }
 }
 
-fn meta(p: &floe_controller::model::Partition) -> PartitionMeta {
+pub(crate) fn meta(p: &floe_controller::model::Partition) -> PartitionMeta {
     PartitionMeta {
         leader_epoch: p.leader_epoch,
         log_start_offset: p.log_start_offset,
@@ -217,11 +333,21 @@ fn meta(p: &floe_controller::model::Partition) -> PartitionMeta {
 }
 
 impl ObjectIndex for Cluster {
-    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), String> {
-        self.store
-            .propose(Command::CommitObject { object, entries })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), CommitError> {
+        match self.propose_blocking(Command::CommitObject { object, entries }) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.apply_error() {
+                Some(
+                    ApplyError::StaleLeaderEpoch { partition, .. }
+                    | ApplyError::UnknownPartition { partition }
+                    | ApplyError::NonContiguousCommit { partition, .. },
+                ) => CommitError::LeadershipLost {
+                    partition: *partition,
+                    reason: e.to_string(),
+                },
+                _ => CommitError::Failed(e.to_string()),
+            }),
+        }
     }
 
     fn entry_at(&self, partition: PartitionId, offset: i64) -> Option<IndexEntry> {
@@ -271,7 +397,7 @@ impl ObjectIndex for Cluster {
     }
 
     fn trim(&self, partition: PartitionId, log_start: i64) -> Result<Vec<String>, String> {
-        match self.store.propose(Command::TrimPartition {
+        match self.propose_blocking(Command::TrimPartition {
             partition,
             log_start_offset: log_start,
         }) {
@@ -288,7 +414,7 @@ impl ObjectIndex for Cluster {
         replacement: IndexEntry,
         object: ObjectMeta,
     ) -> Result<Vec<String>, String> {
-        match self.store.propose(Command::ReplaceIndexEntries {
+        match self.propose_blocking(Command::ReplaceIndexEntries {
             partition,
             replaced,
             replacement,
@@ -346,8 +472,7 @@ impl floe_group::OffsetStore for GroupOffsets {
             })
             .collect();
         self.cluster
-            .store
-            .propose(Command::CommitOffsets {
+            .propose_blocking(Command::CommitOffsets {
                 group: group.to_owned(),
                 offsets,
             })
@@ -386,8 +511,7 @@ impl floe_group::OffsetStore for GroupOffsets {
 
     fn delete_group(&self, group: &str) -> Result<(), floe_group::OffsetStoreError> {
         self.cluster
-            .store
-            .propose(Command::DeleteGroup {
+            .propose_blocking(Command::DeleteGroup {
                 group: group.to_owned(),
             })
             .map(|_| ())
@@ -404,8 +528,7 @@ impl floe_group::OffsetStore for GroupOffsets {
         partitions: &[i32],
     ) -> Result<(), floe_group::OffsetStoreError> {
         self.cluster
-            .store
-            .propose(Command::DeleteGroupOffsets {
+            .propose_blocking(Command::DeleteGroupOffsets {
                 group: group.to_owned(),
                 topic: topic.to_owned(),
                 partitions: partitions.to_vec(),

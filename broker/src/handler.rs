@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod fetch;
+pub mod groups;
 pub mod meta;
 pub mod produce;
 
@@ -14,6 +15,16 @@ use kafka_protocol::protocol::StrBytes;
 
 pub(crate) fn code(e: ResponseError) -> i16 {
     e.code()
+}
+
+/// A partition this broker does not serve: unknown if metadata does not
+/// know it either (`id` is `None`), else led elsewhere, so that clients
+/// refresh metadata and go to its leader.
+pub(crate) fn not_served(id: Option<floe_controller::model::PartitionId>) -> ResponseError {
+    match id {
+        Some(_) => ResponseError::NotLeaderOrFollower,
+        None => ResponseError::UnknownTopicOrPartition,
+    }
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

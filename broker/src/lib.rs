@@ -4,10 +4,12 @@
 #[allow(unsafe_code)] // the only unsafe code: see ADR 0003
 pub mod alloc;
 pub mod broker;
+pub mod broker_node;
 pub mod cluster;
 pub mod controller_node;
 pub mod gc;
 pub mod handler;
+pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod protocol;

@@ -13,9 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::{Cluster, GroupOffsets};
 use crate::gc::Gc;
+use crate::leadership::Lease;
 use crate::storage::compactor::CompactionConfig;
 use crate::storage::objects::Objects;
-use crate::storage::{Storage, StorageConfig, WalMode};
+use crate::storage::{PartitionMeta, Storage, StorageConfig, WalMode};
+use floe_controller::model::PartitionId;
+
+/// The local mode's one broker.
+const LOCAL_NODE_ID: i32 = 1;
 
 /// `floe local`: every flag also reads an environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +41,16 @@ pub struct LocalArgs {
     /// Where produce is acknowledged: after the local WAL fsync, or after the object PUT.
     #[arg(long, env = "FLOE_WAL_MODE", value_enum, default_value = "volume")]
     pub wal_mode: WalMode,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "FLOE_METRICS_LISTEN", default_value = "127.0.0.1:9644")]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// Flags shared by every process that serves Kafka (`floe local`, `floe broker`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServingArgs {
     /// Create unknown topics when clients ask for their metadata.
     #[arg(long, env = "FLOE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -45,9 +60,6 @@ pub struct LocalArgs {
     /// Largest request accepted, in bytes (larger ones close the connection).
     #[arg(long, env = "FLOE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,
-    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
-    #[arg(long, env = "FLOE_METRICS_LISTEN", default_value = "127.0.0.1:9644")]
-    pub metrics_listen: SocketAddr,
     /// Most client connections served at once.
     #[arg(long, env = "FLOE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -77,7 +89,7 @@ pub struct LocalArgs {
     pub gc_grace_secs: u64,
 }
 
-impl LocalArgs {
+impl ServingArgs {
     /// Check the settings together; errors say what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -98,25 +110,168 @@ impl LocalArgs {
             self.upload_bytes >= 1024,
             "--upload-bytes must be at least 1024"
         );
-        if let Some(a) = &self.advertised_listener {
-            let ok = a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            anyhow::ensure!(ok, "--advertised-listener must be host:port, got {a:?}");
-        }
         Ok(())
     }
 
-    fn advertised(&self, bound: SocketAddr) -> (String, i32) {
-        match self
-            .advertised_listener
-            .as_deref()
-            .and_then(|a| a.rsplit_once(':'))
-        {
-            Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(9092)),
-            None => (bound.ip().to_string(), i32::from(bound.port())),
+    /// The storage engine's settings for a broker with this WAL.
+    pub(crate) fn storage_config(
+        &self,
+        wal_mode: WalMode,
+        wal_dir: PathBuf,
+        broker_id: i32,
+    ) -> StorageConfig {
+        let interval = Duration::from_millis(self.upload_interval_ms.unwrap_or(match wal_mode {
+            WalMode::Volume => 1_000,
+            WalMode::Object => 100,
+        }));
+        StorageConfig {
+            wal_mode,
+            wal_dir,
+            wal_segment_bytes: 64 << 20,
+            broker_id,
+            upload_bytes: self.upload_bytes,
+            upload_interval: interval,
+            hot_tail_bytes: self.hot_tail_bytes,
+            cache_bytes: self.cache_bytes,
+            max_pending_bytes: (self.upload_bytes * 8).max(256 << 20),
         }
     }
+}
+
+/// `--advertised-listener` must be `host:port`.
+pub(crate) fn check_advertised(listener: Option<&str>) -> anyhow::Result<()> {
+    if let Some(a) = listener {
+        let ok = a
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        anyhow::ensure!(ok, "--advertised-listener must be host:port, got {a:?}");
+    }
+    Ok(())
+}
+
+/// What clients are told to connect to: the advertised listener, else the
+/// address actually bound.
+pub(crate) fn advertised(listener: Option<&str>, bound: SocketAddr) -> (String, i32) {
+    match listener.and_then(|a| a.rsplit_once(':')) {
+        Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(9092)),
+        None => (bound.ip().to_string(), i32::from(bound.port())),
+    }
+}
+
+/// Binds the Kafka listener, with an error that says what to check.
+pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another broker running?)"))
+}
+
+/// Opens an object store URL and checks that it can be used.
+pub(crate) async fn open_objects(url: &str) -> anyhow::Result<Objects> {
+    let objects = Objects::from_url(url)?;
+    objects.probe().await.with_context(|| {
+        format!("object store {url} is not usable (does the bucket exist, are credentials set?)")
+    })?;
+    Ok(objects)
+}
+
+/// Everything a serving broker is built from, once its metadata is reachable.
+pub(crate) struct Parts<'a> {
+    pub listener: TcpListener,
+    pub config: BrokerConfig,
+    pub cluster: Arc<Cluster>,
+    pub objects: Objects,
+    pub storage: StorageConfig,
+    pub partitions: Vec<(PartitionId, PartitionMeta)>,
+    pub serving: &'a ServingArgs,
+    pub metrics_listen: SocketAddr,
+    pub lease: Option<Arc<Lease>>,
+}
+
+/// A broker serving Kafka, its metrics endpoint and its maintenance.
+pub(crate) struct Serving {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Recovers the storage engine and starts serving.
+pub(crate) async fn serve(parts: Parts<'_>) -> anyhow::Result<Serving> {
+    let Parts {
+        listener,
+        config,
+        cluster,
+        objects,
+        storage,
+        partitions,
+        serving,
+        metrics_listen,
+        lease,
+    } = parts;
+    let addr = listener.local_addr()?;
+    let storage = Storage::open(storage, objects.clone(), cluster.clone(), partitions)
+        .await
+        .context("cannot recover the storage engine")?;
+    let gc = Gc::new(objects, Duration::from_secs(serving.gc_grace_secs));
+    if let Err(e) = gc.sweep(&cluster).await {
+        tracing::warn!(error = %e, "orphan sweep failed; will retry later");
+    }
+    let groups = floe_group::GroupCoordinator::new(
+        floe_group::GroupConfig::default(),
+        Arc::new(GroupOffsets::new(cluster.clone())),
+    )?;
+    let broker = Arc::new(Broker {
+        config,
+        cluster,
+        storage,
+        groups,
+        producer_ids: Default::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        gc,
+        lease: lease.clone(),
+    });
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        broker.clone(),
+        serving.max_connections,
+        shutdown.clone(),
+    ));
+    let metrics_listener = TcpListener::bind(metrics_listen).await.with_context(|| {
+        format!("cannot listen on {metrics_listen} for metrics (set --metrics-listen)")
+    })?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let ready: crate::metrics::Readiness = match lease {
+        Some(lease) => Arc::new(move || lease.valid()),
+        None => Arc::new(|| true),
+    };
+    tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        broker.metrics.clone(),
+        broker.storage.clone(),
+        ready,
+        shutdown.clone(),
+    ));
+    tokio::spawn(maintenance(
+        broker.clone(),
+        Duration::from_millis(serving.maintenance_interval_ms.max(100)),
+        CompactionConfig {
+            small_entry_bytes: serving.compact_small_bytes,
+            target_bytes: serving
+                .compact_target_bytes
+                .max(serving.compact_small_bytes),
+        },
+        shutdown.clone(),
+    ));
+    tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+    Ok(Serving {
+        broker,
+        addr,
+        metrics_addr,
+        shutdown,
+        server,
+    })
 }
 
 /// A running local node (used by the binary and by in-process tests).
@@ -131,13 +286,9 @@ pub struct LocalNode {
 
 impl LocalNode {
     pub async fn start(args: LocalArgs) -> anyhow::Result<LocalNode> {
-        args.validate()?;
-        let listener = TcpListener::bind(args.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {} (is another broker running?)",
-                args.listen
-            )
-        })?;
+        args.serving.validate()?;
+        check_advertised(args.advertised_listener.as_deref())?;
+        let listener = bind(args.listen).await?;
         let addr = listener.local_addr()?;
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -152,116 +303,52 @@ impl LocalNode {
             .object_store
             .clone()
             .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
-        let objects = Objects::from_url(&url)?;
-        objects.probe().await.with_context(|| {
-            format!(
-                "object store {url} is not usable (does the bucket exist, are credentials set?)"
-            )
-        })?;
-        let interval =
-            Duration::from_millis(args.upload_interval_ms.unwrap_or(match args.wal_mode {
-                WalMode::Volume => 1_000,
-                WalMode::Object => 100,
-            }));
-        let storage_cfg = StorageConfig {
-            wal_mode: args.wal_mode,
-            wal_dir: data_dir.join("wal"),
-            wal_segment_bytes: 64 << 20,
-            broker_id: 1,
-            upload_bytes: args.upload_bytes,
-            upload_interval: interval,
-            hot_tail_bytes: args.hot_tail_bytes,
-            cache_bytes: args.cache_bytes,
-            max_pending_bytes: (args.upload_bytes * 8).max(256 << 20),
+        let objects = open_objects(&url).await?;
+        let (host, port) = advertised(args.advertised_listener.as_deref(), addr);
+        let config = BrokerConfig {
+            node_id: LOCAL_NODE_ID,
+            advertised_host: host.clone(),
+            advertised_port: port,
+            cluster_id: cluster_id(&data_dir)?,
+            auto_create_topics: args.serving.auto_create_topics,
+            default_partitions: args.serving.num_partitions,
+            max_request_bytes: args.serving.max_request_bytes,
         };
-        let storage = Storage::open(
-            storage_cfg,
-            objects.clone(),
-            cluster.clone(),
-            cluster.partition_metas(),
-        )
-        .await
-        .context("cannot recover the storage engine")?;
-        let gc = Gc::new(objects, Duration::from_secs(args.gc_grace_secs));
-        if let Err(e) = gc.sweep(&cluster).await {
-            tracing::warn!(error = %e, "orphan sweep failed; will retry later");
-        }
-        let (host, port) = args.advertised(addr);
-        let groups = floe_group::GroupCoordinator::new(
-            floe_group::GroupConfig::default(),
-            Arc::new(GroupOffsets::new(cluster.clone())),
-        )?;
-        let broker = Arc::new(Broker {
-            config: BrokerConfig {
-                node_id: 1,
-                advertised_host: host,
-                advertised_port: port,
-                cluster_id: cluster_id(&data_dir)?,
-                auto_create_topics: args.auto_create_topics,
-                default_partitions: args.num_partitions,
-                max_request_bytes: args.max_request_bytes,
-            },
-            cluster,
-            storage,
-            groups,
-            producer_ids: Default::default(),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-            gc,
-        });
-        let (host, port) = (
-            broker.config.advertised_host.clone(),
-            broker.config.advertised_port,
-        );
         // Registration bumps this broker's epoch: a restarted broker is a new incarnation.
-        broker
-            .cluster
+        cluster
             .propose(floe_controller::model::Command::RegisterBroker {
-                id: broker.config.node_id,
-                host: host.clone(),
+                id: LOCAL_NODE_ID,
+                host,
                 port,
                 rack: None,
+                volume_wal: args.wal_mode == WalMode::Volume,
             })
             .await
             .context("cannot register the broker with the controller")?;
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::server::serve(
+        let partitions = cluster.partition_metas();
+        let running = serve(Parts {
             listener,
-            broker.clone(),
-            args.max_connections,
-            shutdown.clone(),
-        ));
-        let metrics_listener = TcpListener::bind(args.metrics_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} for metrics (set --metrics-listen)",
-                    args.metrics_listen
-                )
-            })?;
-        let metrics_addr = metrics_listener.local_addr()?;
-        tokio::spawn(crate::metrics::serve(
-            metrics_listener,
-            broker.metrics.clone(),
-            broker.storage.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(maintenance(
-            broker.clone(),
-            Duration::from_millis(args.maintenance_interval_ms.max(100)),
-            CompactionConfig {
-                small_entry_bytes: args.compact_small_bytes,
-                target_bytes: args.compact_target_bytes.max(args.compact_small_bytes),
-            },
-            shutdown.clone(),
-        ));
-        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+            config,
+            cluster,
+            objects,
+            storage: args.serving.storage_config(
+                args.wal_mode,
+                data_dir.join("wal"),
+                LOCAL_NODE_ID,
+            ),
+            partitions,
+            serving: &args.serving,
+            metrics_listen: args.metrics_listen,
+            lease: None,
+        })
+        .await?;
         tracing::info!(%addr, data_dir = %data_dir.display(), objects = url, "Floe is ready");
         Ok(LocalNode {
-            broker,
-            addr,
-            metrics_addr,
-            shutdown,
-            server,
+            broker: running.broker,
+            addr: running.addr,
+            metrics_addr: running.metrics_addr,
+            shutdown: running.shutdown,
+            server: running.server,
         })
     }
 

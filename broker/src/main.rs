@@ -1,6 +1,7 @@
 //! `floe`: the Floe command line.
 
 use clap::{Parser, Subcommand};
+use floe_broker::broker_node::{BrokerArgs, BrokerNode};
 use floe_broker::controller_node::{ControllerArgs, ControllerProcess};
 use floe_broker::local::{LocalArgs, LocalNode};
 
@@ -24,6 +25,8 @@ enum Command {
     Local(LocalArgs),
     /// Run one controller of the metadata quorum (Raft over gRPC).
     Controller(ControllerArgs),
+    /// Run one broker of a cluster (metadata from the controller quorum).
+    Broker(BrokerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,14 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Local(args) => {
                 let node = LocalNode::start(args).await?;
+                wait_for_signal().await?;
+                tracing::info!("shutting down: uploading what is buffered");
+                node.stop().await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+            Command::Broker(args) => {
+                let node = BrokerNode::start(args).await?;
                 wait_for_signal().await?;
                 tracing::info!("shutting down: uploading what is buffered");
                 node.stop().await;

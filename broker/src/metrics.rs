@@ -162,15 +162,23 @@ fn set_counter(c: &Counter, total: u64) {
 
 /// Serve `GET /metrics`, `/healthz` (process alive) and `/readyz` (serving
 /// Kafka) on a plain HTTP/1.1 listener until shutdown.
+/// Whether the broker should receive traffic (`/readyz`).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     storage: Arc<Storage>,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) {
     serve_http(listener, shutdown, move |path| match path {
         "/metrics" => Reply::metrics(metrics.render(&storage)),
-        "/healthz" | "/readyz" => Reply::ok(),
+        "/healthz" => Reply::ok(),
+        "/readyz" if ready() => Reply::ok(),
+        "/readyz" => Reply::unavailable(
+            "no valid controller lease: not registered, or cut off from the controller quorum",
+        ),
         _ => Reply::not_found(),
     })
     .await

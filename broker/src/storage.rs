@@ -62,7 +62,7 @@ pub struct StorageConfig {
 /// The committed index, as the engine needs it (the controller implements it).
 pub trait ObjectIndex: Send + Sync + 'static {
     /// Commit an object and its entries atomically. Blocking.
-    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), String>;
+    fn commit(&self, object: ObjectMeta, entries: Vec<IndexCommit>) -> Result<(), CommitError>;
     /// The entry containing `offset`.
     fn entry_at(&self, partition: PartitionId, offset: i64) -> Option<IndexEntry>;
     /// The first entry whose max timestamp reaches `ts`.
@@ -88,8 +88,24 @@ pub trait ObjectIndex: Send + Sync + 'static {
     ) -> Result<Vec<String>, String>;
 }
 
+/// Why an index commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// This broker no longer leads the partition (or it was deleted): its
+    /// uncommitted data can never be committed, so the partition is dropped
+    /// here and its waiting producers are told to find the new leader.
+    #[error("partition {partition:?} is no longer led here: {reason}")]
+    LeadershipLost {
+        partition: PartitionId,
+        reason: String,
+    },
+    /// Anything else (the controller unreachable, ...): retried.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// What the engine needs to open a partition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionMeta {
     pub leader_epoch: i32,
     pub log_start_offset: i64,

@@ -72,9 +72,14 @@ pub struct Broker {
     pub rack: Option<String>,
     /// Bumped on every registration; fences an older incarnation.
     pub epoch: i64,
-    /// Its lease lapsed: it leads nothing until it registers again.
+    /// Its lease lapsed: it acknowledges nothing until it registers again.
     #[serde(default)]
     pub fenced: bool,
+    /// Its write-ahead log is on a local volume (`volume` WAL mode): data it
+    /// acknowledged may be only there, so fencing it leaves its partitions
+    /// with it (unavailable) until it comes back with its volume.
+    #[serde(default)]
+    pub volume_wal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +167,9 @@ pub enum Command {
         host: String,
         port: i32,
         rack: Option<String>,
+        /// The broker acknowledges after a local WAL fsync (`volume` mode).
+        #[serde(default)]
+        volume_wal: bool,
     },
     /// The controller leader saw broker `id`'s lease lapse: fence that
     /// incarnation and give its partitions to the live brokers.

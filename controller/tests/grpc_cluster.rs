@@ -406,6 +406,7 @@ fn register_broker(id: i32) -> Command {
         host: "127.0.0.1".to_owned(),
         port: 9092 + id,
         rack: None,
+        volume_wal: false,
     }
 }
 

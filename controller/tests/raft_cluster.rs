@@ -303,6 +303,7 @@ async fn scenario() -> anyhow::Result<()> {
         host: "b1".to_owned(),
         port: 9092,
         rack: None,
+        volume_wal: false,
     };
     let (_, registered) = cluster.propose(first, register).await?;
     assert_eq!(registered, Ok(Outcome::BrokerRegistered { epoch: 1 }));

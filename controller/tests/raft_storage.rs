@@ -33,6 +33,7 @@ fn register(id: i32) -> Command {
         host: format!("broker-{id}"),
         port: 9092,
         rack: None,
+        volume_wal: false,
     }
 }
 

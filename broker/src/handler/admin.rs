@@ -65,7 +65,7 @@ pub async fn create_topic(
         id: Uuid::new_v4(),
         partitions,
         configs,
-        leader: b.config.node_id,
+        leader: -1,
     };
     b.cluster.propose(cmd).await.map_err(failure)?;
     let topic = b.cluster.topic(name).ok_or((
@@ -259,7 +259,7 @@ pub async fn create_partitions(
                 .propose(Command::CreatePartitions {
                     name: name.clone(),
                     total: t.count,
-                    leader: b.config.node_id,
+                    leader: -1,
                 })
                 .await
                 .map(|_| {
@@ -292,7 +292,7 @@ pub async fn delete_records(b: &Broker, req: DeleteRecordsRequest) -> DeleteReco
                 .as_ref()
                 .and_then(|t| t.partition_id(p.partition_index));
             match id.and_then(|id| b.storage.watermarks(id).map(|w| (id, w))) {
-                None => pr.error_code = code(ResponseError::UnknownTopicOrPartition),
+                None => pr.error_code = code(super::not_served(id)),
                 Some((id, w)) => {
                     // -1 means "up to the high watermark".
                     let target = if p.offset == -1 {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::code;
+use super::{code, not_served};
 use crate::broker::Broker;
 use crate::storage::ReadError;
 
@@ -70,7 +70,7 @@ pub async fn fetch(b: &Broker, req: FetchRequest, _version: i16) -> FetchRespons
                 let marks = id.and_then(|id| b.storage.watermarks(id).map(|w| (id, w)));
                 match marks {
                     None => {
-                        pd.error_code = code(ResponseError::UnknownTopicOrPartition);
+                        pd.error_code = code(not_served(id));
                         errors = true;
                     }
                     Some((id, w)) => {
@@ -98,7 +98,7 @@ pub async fn fetch(b: &Broker, req: FetchRequest, _version: i16) -> FetchRespons
                                     errors = true;
                                 }
                                 Err(ReadError::UnknownPartition) => {
-                                    pd.error_code = code(ResponseError::UnknownTopicOrPartition);
+                                    pd.error_code = code(ResponseError::NotLeaderOrFollower);
                                     errors = true;
                                 }
                                 Err(e) => {
@@ -151,7 +151,7 @@ pub async fn list_offsets(
                 .as_ref()
                 .and_then(|tv| tv.partition_id(p.partition_index));
             match id.and_then(|id| b.storage.watermarks(id).map(|w| (id, w))) {
-                None => pr.error_code = code(ResponseError::UnknownTopicOrPartition),
+                None => pr.error_code = code(not_served(id)),
                 Some((id, w)) => {
                     if version >= 4 {
                         pr.leader_epoch = w.leader_epoch;
@@ -208,12 +208,10 @@ pub fn offset_for_leader_epoch(
             e.partition = p.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
-            let w = topic
-                .as_ref()
-                .and_then(|tv| tv.partition_id(p.partition))
-                .and_then(|id| b.storage.watermarks(id));
+            let id = topic.as_ref().and_then(|tv| tv.partition_id(p.partition));
+            let w = id.and_then(|id| b.storage.watermarks(id));
             match w {
-                None => e.error_code = code(ResponseError::UnknownTopicOrPartition),
+                None => e.error_code = code(not_served(id)),
                 Some(w) if p.current_leader_epoch > w.leader_epoch => {
                     e.error_code = code(ResponseError::UnknownLeaderEpoch)
                 }

@@ -15,7 +15,9 @@ use kafka_protocol::messages::{
 
 use super::{admin, code, str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::cluster::TopicView;
+use std::collections::BTreeSet;
+
+use crate::cluster::{BrokerView, TopicView};
 use crate::protocol::api;
 
 fn api_keys() -> Vec<ApiVersion> {
@@ -43,15 +45,36 @@ pub fn api_versions_unsupported() -> ApiVersionsResponse {
     r
 }
 
-fn broker_entry(b: &Broker) -> MetadataResponseBroker {
+/// The brokers clients may connect to: every live one (this broker first
+/// if it is not registered yet, so a client always has somewhere to go).
+fn live_brokers(b: &Broker) -> Vec<BrokerView> {
+    let mut live = b.cluster.live_brokers();
+    if !live.iter().any(|l| l.id == b.config.node_id) {
+        live.insert(
+            0,
+            BrokerView {
+                id: b.config.node_id,
+                host: b.config.advertised_host.clone(),
+                port: b.config.advertised_port,
+                rack: None,
+            },
+        );
+    }
+    live
+}
+
+fn broker_entry(l: &BrokerView) -> MetadataResponseBroker {
     let mut e = MetadataResponseBroker::default();
-    e.node_id = BrokerId(b.config.node_id);
-    e.host = str_bytes(b.config.advertised_host.clone());
-    e.port = b.config.advertised_port;
+    e.node_id = BrokerId(l.id);
+    e.host = str_bytes(l.host.clone());
+    e.port = l.port;
+    e.rack = l.rack.clone().map(str_bytes);
     e
 }
 
-fn topic_entry(b: &Broker, t: &TopicView) -> MetadataResponseTopic {
+/// Each partition's one replica is its leader; a partition whose leader is
+/// fenced or gone is reported leaderless until the controller moves it.
+fn topic_entry(live: &BTreeSet<i32>, t: &TopicView) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(topic_name(t.name.clone()));
     e.topic_id = t.id;
@@ -59,14 +82,18 @@ fn topic_entry(b: &Broker, t: &TopicView) -> MetadataResponseTopic {
         .partitions
         .iter()
         .enumerate()
-        .map(|(i, &(_, epoch))| {
+        .map(|(i, &(leader, epoch))| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i as i32;
-            // Single-node mode: this broker leads every partition.
-            p.leader_id = BrokerId(b.config.node_id);
             p.leader_epoch = epoch;
-            p.replica_nodes = vec![BrokerId(b.config.node_id)];
-            p.isr_nodes = vec![BrokerId(b.config.node_id)];
+            if live.contains(&leader) {
+                p.leader_id = BrokerId(leader);
+                p.replica_nodes = vec![BrokerId(leader)];
+                p.isr_nodes = vec![BrokerId(leader)];
+            } else {
+                p.error_code = code(ResponseError::LeaderNotAvailable);
+                p.leader_id = BrokerId(-1);
+            }
             p
         })
         .collect();
@@ -75,7 +102,9 @@ fn topic_entry(b: &Broker, t: &TopicView) -> MetadataResponseTopic {
 
 pub async fn metadata(b: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut r = MetadataResponse::default();
-    r.brokers = vec![broker_entry(b)];
+    let brokers = live_brokers(b);
+    let live: BTreeSet<i32> = brokers.iter().map(|l| l.id).collect();
+    r.brokers = brokers.iter().map(broker_entry).collect();
     r.cluster_id = Some(str_bytes(b.config.cluster_id.clone()));
     r.controller_id = BrokerId(b.config.node_id);
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
@@ -88,7 +117,7 @@ pub async fn metadata(b: &Broker, req: MetadataRequest, version: i16) -> Metadat
             .cluster
             .topics()
             .iter()
-            .map(|t| topic_entry(b, t))
+            .map(|t| topic_entry(&live, t))
             .collect();
         return r;
     }
@@ -100,7 +129,7 @@ pub async fn metadata(b: &Broker, req: MetadataRequest, version: i16) -> Metadat
             None => b.cluster.topic_by_id(requested.topic_id),
         };
         let entry = match (found, requested.name) {
-            (Some(t), _) => topic_entry(b, &t),
+            (Some(t), _) => topic_entry(&live, &t),
             (None, Some(name)) if allow_create => {
                 match admin::create_topic(
                     b,
@@ -110,10 +139,10 @@ pub async fn metadata(b: &Broker, req: MetadataRequest, version: i16) -> Metadat
                 )
                 .await
                 {
-                    Ok(t) => topic_entry(b, &t),
+                    Ok(t) => topic_entry(&live, &t),
                     Err((ResponseError::TopicAlreadyExists, _)) => {
                         match b.cluster.topic(name.0.as_str()) {
-                            Some(t) => topic_entry(b, &t),
+                            Some(t) => topic_entry(&live, &t),
                             None => error_topic(Some(name), ResponseError::LeaderNotAvailable),
                         }
                     }
@@ -148,11 +177,17 @@ pub fn describe_cluster(
     if version >= 1 {
         r.endpoint_type = 1;
     }
-    let mut e = DescribeClusterBroker::default();
-    e.broker_id = BrokerId(b.config.node_id);
-    e.host = str_bytes(b.config.advertised_host.clone());
-    e.port = b.config.advertised_port;
-    r.brokers = vec![e];
+    r.brokers = live_brokers(b)
+        .into_iter()
+        .map(|l| {
+            let mut e = DescribeClusterBroker::default();
+            e.broker_id = BrokerId(l.id);
+            e.host = str_bytes(l.host);
+            e.port = l.port;
+            e.rack = l.rack.map(str_bytes);
+            e
+        })
+        .collect();
     r
 }
 
@@ -164,46 +199,40 @@ pub fn find_coordinator(
     let mut r = FindCoordinatorResponse::default();
     // Only group coordinators (key type 0) exist; transactions are not supported yet.
     let supported = req.key_type == 0;
-    let err = if supported {
-        0
-    } else {
-        code(ResponseError::CoordinatorNotAvailable)
+    let answer = |key: &str| -> (i16, i32, String, i32) {
+        if supported {
+            let c = super::groups::coordinator(b, key);
+            (0, c.id, c.host, c.port)
+        } else {
+            (
+                code(ResponseError::CoordinatorNotAvailable),
+                -1,
+                String::new(),
+                -1,
+            )
+        }
     };
     if version >= 4 {
         r.coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (error_code, node_id, host, port) = answer(key.as_str());
                 let mut c = Coordinator::default();
                 c.key = key;
-                c.node_id = BrokerId(if supported { b.config.node_id } else { -1 });
-                c.host = str_bytes(if supported {
-                    b.config.advertised_host.clone()
-                } else {
-                    String::new()
-                });
-                c.port = if supported {
-                    b.config.advertised_port
-                } else {
-                    -1
-                };
-                c.error_code = err;
+                c.node_id = BrokerId(node_id);
+                c.host = str_bytes(host);
+                c.port = port;
+                c.error_code = error_code;
                 c
             })
             .collect();
     } else {
-        r.error_code = err;
-        r.node_id = BrokerId(if supported { b.config.node_id } else { -1 });
-        r.host = str_bytes(if supported {
-            b.config.advertised_host.clone()
-        } else {
-            String::new()
-        });
-        r.port = if supported {
-            b.config.advertised_port
-        } else {
-            -1
-        };
+        let (error_code, node_id, host, port) = answer(req.key.as_str());
+        r.error_code = error_code;
+        r.node_id = BrokerId(node_id);
+        r.host = str_bytes(host);
+        r.port = port;
     }
     r
 }

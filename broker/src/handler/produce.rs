@@ -18,7 +18,9 @@ use crate::storage::AppendError;
 
 fn append_error(e: &AppendError) -> ResponseError {
     match e {
-        AppendError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+        // The topic's metadata names the partition (checked first), so it is
+        // led by another broker.
+        AppendError::UnknownPartition => ResponseError::NotLeaderOrFollower,
         AppendError::InvalidBatch(BatchError::UnsupportedMagic { .. }) => {
             ResponseError::UnsupportedForMessageFormat
         }
@@ -100,6 +102,14 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                     );
                     return out;
                 }
+                if !b.may_acknowledge() {
+                    fail(
+                        &mut out,
+                        ResponseError::NotLeaderOrFollower,
+                        "this broker's controller lease lapsed; it accepts no writes".into(),
+                    );
+                    return out;
+                }
                 // Kafka's produce timeout: past it the client hears REQUEST_TIMED_OUT
                 // (the append may still complete, exactly as in Kafka).
                 let appended = tokio::time::timeout(timeout, b.storage.append(id, &records)).await;
@@ -112,6 +122,13 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                     return out;
                 };
                 match appended {
+                    // Durable, but the lease lapsed meanwhile: the partition may
+                    // already be someone else's, so this broker must not say so.
+                    Ok(_) if !b.may_acknowledge() => fail(
+                        &mut out,
+                        ResponseError::NotLeaderOrFollower,
+                        "this broker's controller lease lapsed before the write could be acknowledged".into(),
+                    ),
                     Ok(a) => {
                         if !a.duplicate {
                             b.metrics.produce_bytes.inc_by(records.len() as u64);

@@ -17,7 +17,7 @@ use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta};
 
 use super::partition::Partition;
 use super::producer::ProducerStates;
-use super::{Storage, WalMode};
+use super::{CommitError, Storage, WalMode};
 
 /// An object never grows past this; the rest waits for the next round.
 const MAX_OBJECT_BYTES: usize = 64 << 20;
@@ -209,10 +209,20 @@ async fn round(s: &Storage) -> Result<bool, String> {
         live_entries: entries.len() as u64,
     };
     let index = s.index.clone();
-    tokio::task::spawn_blocking(move || index.commit(meta, entries))
+    let committed = tokio::task::spawn_blocking(move || index.commit(meta, entries))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("index commit of {key} refused: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    match committed {
+        Ok(()) => {}
+        Err(CommitError::LeadershipLost { partition, reason }) => {
+            // The object stays an orphan (the sweep deletes it); the other
+            // partitions go again in the next round, right away.
+            tracing::warn!(?partition, %reason, "leadership lost: dropping the partition's uncommitted data (never acknowledged)");
+            s.remove_partition(partition);
+            return Ok(true);
+        }
+        Err(CommitError::Failed(e)) => return Err(format!("index commit of {key} failed: {e}")),
+    }
     let mut uploaded = 0;
     for part in parts {
         let mut st = part.partition.lock();

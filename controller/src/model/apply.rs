@@ -207,7 +207,8 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             host,
             port,
             rack,
-        } => register_broker(state, *id, host, *port, rack),
+            volume_wal,
+        } => register_broker(state, *id, host, *port, rack, *volume_wal),
         Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch),
         Command::CreateTopic {
             name,
@@ -261,6 +262,7 @@ fn register_broker(
     host: &str,
     port: i32,
     rack: &Option<String>,
+    volume_wal: bool,
 ) -> Result<Outcome, ApplyError> {
     let refuse = |reason: &str| ApplyError::InvalidBroker {
         id,
@@ -293,6 +295,7 @@ fn register_broker(
             rack: rack.clone(),
             epoch,
             fenced: false,
+            volume_wal,
         },
     );
     // Partitions left without a leader by earlier fences go to the broker
@@ -308,10 +311,13 @@ fn register_broker(
     Ok(Outcome::BrokerRegistered { epoch })
 }
 
-/// Fences incarnation `epoch` of broker `id` and moves every partition it
-/// leads to the live broker leading the fewest (lowest id on ties; `-1`
-/// when none is left), bumping each moved partition's leader epoch so that
-/// the fenced incarnation's late commits are refused.
+/// Fences incarnation `epoch` of broker `id`. A broker whose WAL is in
+/// object storage may have acknowledged only what is committed, so each
+/// partition it leads moves to the live broker leading the fewest (lowest id
+/// on ties; `-1` when none is left) with a bumped leader epoch, which makes
+/// the fenced incarnation's late commits be refused. A `volume`-WAL broker
+/// keeps its partitions: records it acknowledged may exist only on its
+/// volume, so they wait for it to register again.
 fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcome, ApplyError> {
     let current = state
         .brokers
@@ -321,41 +327,79 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
     if current != Some(epoch) {
         return Err(ApplyError::StaleBrokerEpoch { id, epoch, current });
     }
+    let mut volume_wal = false;
     if let Some(broker) = state.brokers.get_mut(&id) {
         broker.fenced = true;
+        volume_wal = broker.volume_wal;
     }
-    let mut load: BTreeMap<i32, usize> = state
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .map(|b| (b.id, 0))
-        .collect();
-    for topic in state.topics.values() {
-        for partition in &topic.partitions {
-            if let Some(n) = load.get_mut(&partition.leader) {
-                *n += 1;
-            }
-        }
+    if volume_wal {
+        return Ok(Outcome::BrokerFenced { moved: 0 });
     }
+    let mut load = Load::of(state);
     let mut moved = 0u32;
     for topic in state.topics.values_mut() {
         for partition in &mut topic.partitions {
             if partition.leader != id {
                 continue;
             }
-            let target = load
-                .iter()
-                .min_by_key(|(broker, n)| (**n, **broker))
-                .map(|(broker, _)| *broker);
-            partition.leader = target.unwrap_or(-1);
+            partition.leader = load.place();
             partition.leader_epoch = partition.leader_epoch.saturating_add(1);
-            if let Some(t) = target {
-                *load.entry(t).or_default() += 1;
-            }
             moved += 1;
         }
     }
     Ok(Outcome::BrokerFenced { moved })
+}
+
+/// How many partitions each live (unfenced) broker leads: where new and
+/// orphaned partitions go.
+struct Load(BTreeMap<i32, usize>);
+
+impl Load {
+    fn of(state: &MetadataState) -> Load {
+        let mut load: BTreeMap<i32, usize> = state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, 0))
+            .collect();
+        for topic in state.topics.values() {
+            for partition in &topic.partitions {
+                if let Some(n) = load.get_mut(&partition.leader) {
+                    *n += 1;
+                }
+            }
+        }
+        Load(load)
+    }
+
+    /// The least-loaded live broker (lowest id on ties), now one partition
+    /// busier; `-1` when no broker is live.
+    fn place(&mut self) -> i32 {
+        let target = self
+            .0
+            .iter()
+            .min_by_key(|(broker, n)| (**n, **broker))
+            .map(|(broker, _)| *broker);
+        match target {
+            Some(t) => {
+                *self.0.entry(t).or_default() += 1;
+                t
+            }
+            None => -1,
+        }
+    }
+
+    /// `leader` itself, or a placement when it is negative ("any broker").
+    fn leader(&mut self, leader: i32) -> i32 {
+        if leader >= 0 {
+            if let Some(n) = self.0.get_mut(&leader) {
+                *n += 1;
+            }
+            leader
+        } else {
+            self.place()
+        }
+    }
 }
 
 fn create_topic(
@@ -386,11 +430,14 @@ fn create_topic(
             max: MAX_PARTITIONS,
         });
     }
+    let mut load = Load::of(state);
     let topic = Topic {
         id,
         name: name.to_owned(),
         configs: configs.clone(),
-        partitions: (0..partitions).map(|_| new_partition(leader)).collect(),
+        partitions: (0..partitions)
+            .map(|_| new_partition(load.leader(leader)))
+            .collect(),
     };
     state.topics.insert(name.to_owned(), topic);
     state.topic_names.insert(id, name.to_owned());
@@ -460,6 +507,7 @@ fn create_partitions(
     total: i32,
     leader: i32,
 ) -> Result<Outcome, ApplyError> {
+    let mut load = Load::of(state);
     let topic = state
         .topics
         .get_mut(name)
@@ -478,7 +526,7 @@ fn create_partitions(
     }
     topic
         .partitions
-        .extend((current..total).map(|_| new_partition(leader)));
+        .extend((current..total).map(|_| new_partition(load.leader(leader))));
     Ok(Outcome::Done)
 }
 

@@ -37,6 +37,7 @@ pub fn register(id: i32) -> Command {
         host: "127.0.0.1".to_owned(),
         port: 9092,
         rack: None,
+        volume_wal: false,
     }
 }
 

@@ -57,6 +57,7 @@ fn register_broker_inserts_then_bumps_the_epoch() {
         host: "10.0.0.9".to_owned(),
         port: 19092,
         rack: Some("az-1".to_owned()),
+        volume_wal: false,
     };
     assert_eq!(d.ok(moved), Outcome::BrokerRegistered { epoch: 2 });
     let broker = &d.state.brokers[&1];
@@ -75,6 +76,7 @@ fn register_broker_refuses_bad_ids_hosts_and_ports() {
         host: host.to_owned(),
         port,
         rack: None,
+        volume_wal: false,
     };
     for cmd in [
         bad(-1, "h", 1),
@@ -607,5 +609,104 @@ fn partitions_with_no_live_broker_wait_for_the_next_registration() {
         .partitions
         .iter()
         .all(|p| p.leader == 1 && p.leader_epoch == 2));
+    check_invariants(&d.state);
+}
+
+#[test]
+fn a_fenced_volume_wal_broker_keeps_its_partitions_until_it_returns() {
+    let mut d = Driver::default();
+    d.ok(register(2));
+    d.ok(Command::RegisterBroker {
+        id: 1,
+        host: "b1".to_owned(),
+        port: 9092,
+        rack: None,
+        volume_wal: true,
+    });
+    d.ok(create_topic("a", 1, 3));
+    // Acknowledged records may be only on broker 1's volume: nothing moves.
+    assert_eq!(
+        d.ok(Command::FenceBroker { id: 1, epoch: 1 }),
+        Outcome::BrokerFenced { moved: 0 }
+    );
+    assert!(d.state.brokers[&1].fenced);
+    assert!(d.state.topics["a"]
+        .partitions
+        .iter()
+        .all(|p| p.leader == 1 && p.leader_epoch == 0));
+    // New partitions go to live brokers only.
+    d.ok(Command::CreatePartitions {
+        name: "a".to_owned(),
+        total: 4,
+        leader: -1,
+    });
+    assert_eq!(d.state.topics["a"].partitions[3].leader, 2);
+    // Back with its volume: it leads them again and replays its WAL.
+    d.ok(Command::RegisterBroker {
+        id: 1,
+        host: "b1".to_owned(),
+        port: 9092,
+        rack: None,
+        volume_wal: true,
+    });
+    assert!(!d.state.brokers[&1].fenced);
+    assert_eq!(
+        d.state.topics["a"]
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1, 2]
+    );
+    check_invariants(&d.state);
+}
+
+#[test]
+fn partitions_of_new_topics_spread_over_the_least_loaded_live_brokers() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(register(2));
+    d.ok(register(3));
+    d.ok(create_topic("a", 1, 2));
+    // "a" sits on broker 1; a topic for any broker (-1) fills 2 and 3 first.
+    d.ok(Command::CreateTopic {
+        name: "b".to_owned(),
+        id: topic_id(2),
+        partitions: 5,
+        configs: BTreeMap::new(),
+        leader: -1,
+    });
+    let leaders: Vec<i32> = d.state.topics["b"]
+        .partitions
+        .iter()
+        .map(|p| p.leader)
+        .collect();
+    assert_eq!(leaders, vec![2, 3, 2, 3, 1]);
+    d.ok(Command::FenceBroker { id: 3, epoch: 1 });
+    d.ok(Command::CreatePartitions {
+        name: "b".to_owned(),
+        total: 7,
+        leader: -1,
+    });
+    let leaders: Vec<i32> = d.state.topics["b"].partitions[5..]
+        .iter()
+        .map(|p| p.leader)
+        .collect();
+    // Before: 1 led 3, 2 and 3 led 2 each. Broker 3's two went to 2 (then
+    // 3 each, tie to 1): 1 leads 4, 2 leads 3, so the new ones go 2, then 1.
+    assert_eq!(leaders, vec![2, 1]);
+    // With no live broker at all, new partitions are leaderless.
+    let mut empty = Driver::default();
+    empty.ok(Command::CreateTopic {
+        name: "c".to_owned(),
+        id: topic_id(3),
+        partitions: 2,
+        configs: BTreeMap::new(),
+        leader: -1,
+    });
+    assert!(empty.state.topics["c"]
+        .partitions
+        .iter()
+        .all(|p| p.leader == -1));
     check_invariants(&d.state);
 }

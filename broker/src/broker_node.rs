@@ -1,0 +1,201 @@
+//! `floe broker`: one broker of a cluster, as its own process. It keeps no
+//! metadata of its own: it registers with the controller quorum, renews a
+//! lease, follows the metadata through a [`Mirror`], and serves Kafka for the
+//! partitions the controller says it leads. Data lives in the shared object
+//! store (and, in `volume` WAL mode, briefly in a local WAL).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use floe_controller::grpc::client::{ClientOptions, ControllerClient, Mirror};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::cluster::Cluster;
+use crate::leadership::{self, Lease, Registration};
+use crate::local::{self, Parts, ServingArgs};
+use crate::storage::WalMode;
+
+/// Flags of `floe broker`: every flag also reads an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// This broker's id: stable across restarts (the pod ordinal under the
+    /// operator), unique in the cluster.
+    #[arg(long, env = "FLOE_NODE_ID")]
+    pub node_id: i32,
+    /// Kafka listener address.
+    #[arg(long, env = "FLOE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// host:port that clients are told to connect to (default: the listen address).
+    #[arg(long, env = "FLOE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// The controllers' metadata addresses (`host:port`, comma-separated).
+    #[arg(long, env = "FLOE_CONTROLLERS", value_delimiter = ',', required = true)]
+    pub controllers: Vec<String>,
+    /// Object store URL shared by every broker: s3://bucket/prefix (AWS_*
+    /// variables apply), file:///path (one machine only) or memory:// (tests).
+    #[arg(long, env = "FLOE_OBJECT_STORE")]
+    pub object_store: String,
+    /// Where produce is acknowledged: after the object PUT and index commit
+    /// (`object`: no local state, partitions fail over at once), or after a
+    /// local WAL fsync (`volume`: lower latency; a dead broker's partitions
+    /// wait for it to come back with its volume).
+    #[arg(long, env = "FLOE_WAL_MODE", value_enum, default_value = "object")]
+    pub wal_mode: WalMode,
+    /// The WAL directory (`volume` mode).
+    #[arg(long, env = "FLOE_DATA_DIR", default_value = "floe-broker-data")]
+    pub data_dir: PathBuf,
+    /// The zone or rack this broker runs in (reported to clients as its rack).
+    #[arg(long, env = "FLOE_RACK")]
+    pub rack: Option<String>,
+    /// The cluster id reported to Kafka clients.
+    #[arg(long, env = "FLOE_CLUSTER", default_value = "floe")]
+    pub cluster: String,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz
+    /// (ready while the controller lease is valid).
+    #[arg(long, env = "FLOE_HEALTH_LISTEN", default_value = "127.0.0.1:9644")]
+    pub health_listen: SocketAddr,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+impl BrokerArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.serving.validate()?;
+        local::check_advertised(self.advertised_listener.as_deref())?;
+        anyhow::ensure!(self.node_id >= 0, "--node-id must not be negative");
+        anyhow::ensure!(
+            !self.controllers.is_empty() && self.controllers.iter().all(|c| !c.trim().is_empty()),
+            "--controllers must name at least one controller metadata address (host:port)"
+        );
+        Ok(())
+    }
+}
+
+/// A running cluster broker.
+pub struct BrokerNode {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerNode {
+    pub async fn start(args: BrokerArgs) -> anyhow::Result<BrokerNode> {
+        args.validate()?;
+        let listener = local::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        let objects = local::open_objects(&args.object_store).await?;
+        let endpoints: Vec<String> = args
+            .controllers
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let client = ControllerClient::new(endpoints.clone(), ClientOptions::default());
+        let mirror = Mirror::start(client.clone());
+        let cluster = Arc::new(Cluster::quorum(client, mirror));
+        let (host, port) = local::advertised(args.advertised_listener.as_deref(), addr);
+        let me = Registration {
+            id: args.node_id,
+            host: host.clone(),
+            port,
+            rack: args.rack.clone(),
+            volume_wal: args.wal_mode == WalMode::Volume,
+        };
+        let epoch = leadership::register(&cluster, &me).await.with_context(|| {
+            format!(
+                "cannot register broker {} with the controllers {}",
+                me.id,
+                endpoints.join(",")
+            )
+        })?;
+        let lease = Arc::new(Lease::default());
+        lease.registered(epoch);
+        tracing::info!(
+            broker = me.id,
+            epoch,
+            "registered with the controller quorum"
+        );
+        let stop = CancellationToken::new();
+        // Renewals need their own short deadline: one that takes a lease is useless.
+        let heartbeats = ControllerClient::new(
+            endpoints,
+            ClientOptions {
+                deadline: Duration::from_millis(1_000),
+                attempt_timeout: Duration::from_millis(500),
+            },
+        );
+        tokio::spawn(leadership::run_lease(
+            heartbeats,
+            cluster.clone(),
+            lease.clone(),
+            me.clone(),
+            stop.clone(),
+        ));
+        // What this incarnation leads now: the WAL (volume mode) replays into these.
+        let partitions = {
+            let plan = cluster
+                .mirror()
+                .map(|m| m.read(|s| leadership::plan(s, me.id, epoch, &Default::default())))
+                .unwrap_or_default();
+            plan.open
+        };
+        let wal_dir = args.data_dir.join("wal");
+        if args.wal_mode == WalMode::Volume {
+            std::fs::create_dir_all(&wal_dir).with_context(|| {
+                format!("cannot create the WAL directory {}", wal_dir.display())
+            })?;
+        }
+        let running = local::serve(Parts {
+            listener,
+            config: BrokerConfig {
+                node_id: me.id,
+                advertised_host: host,
+                advertised_port: port,
+                cluster_id: args.cluster.clone(),
+                auto_create_topics: args.serving.auto_create_topics,
+                default_partitions: args.serving.num_partitions,
+                max_request_bytes: args.serving.max_request_bytes,
+            },
+            cluster: cluster.clone(),
+            objects,
+            storage: args.serving.storage_config(args.wal_mode, wal_dir, me.id),
+            partitions,
+            serving: &args.serving,
+            metrics_listen: args.health_listen,
+            lease: Some(lease.clone()),
+        })
+        .await?;
+        tokio::spawn(leadership::follow(
+            cluster,
+            running.broker.storage.clone(),
+            lease,
+            me.id,
+            stop.clone(),
+        ));
+        let shutdown = running.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stop.cancel();
+        });
+        tracing::info!(broker = me.id, %addr, objects = args.object_store, wal = ?args.wal_mode, "Floe broker is ready");
+        Ok(BrokerNode {
+            broker: running.broker,
+            addr: running.addr,
+            health_addr: running.metrics_addr,
+            shutdown: running.shutdown,
+            server: running.server,
+        })
+    }
+
+    /// Stop serving, upload everything that is durable, and return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.broker.storage.shutdown().await;
+    }
+}
