@@ -58,6 +58,10 @@ pub struct BrokerArgs {
     /// (ready while the controller lease is valid).
     #[arg(long, env = "FLOE_HEALTH_LISTEN", default_value = "127.0.0.1:9644")]
     pub health_listen: SocketAddr,
+    /// On SIGTERM, how long the broker may spend moving its partitions to
+    /// other brokers before it stops anyway (uploading everything first).
+    #[arg(long, env = "FLOE_DRAIN_BUDGET_MS", default_value_t = 20_000)]
+    pub drain_budget_ms: u64,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -78,6 +82,7 @@ impl BrokerArgs {
 /// A running cluster broker.
 pub struct BrokerNode {
     pub broker: Arc<Broker>,
+    pub drain_budget: Duration,
     pub addr: SocketAddr,
     pub health_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -184,12 +189,66 @@ impl BrokerNode {
         });
         tracing::info!(broker = me.id, %addr, objects = args.object_store, wal = ?args.wal_mode, "Floe broker is ready");
         Ok(BrokerNode {
+            drain_budget: Duration::from_millis(args.drain_budget_ms),
             broker: running.broker,
             addr: running.addr,
             health_addr: running.metrics_addr,
             shutdown: running.shutdown,
             server: running.server,
         })
+    }
+
+    /// Moves every partition this broker leads to other brokers (through
+    /// the controller: each is fenced, flushed and handed off) and waits
+    /// until it leads none, for at most `budget`. Returns whether it did.
+    pub async fn drain(&self, budget: Duration) -> bool {
+        let started = std::time::Instant::now();
+        let id = self.broker.config.node_id;
+        let Some(mirror) = self.broker.cluster.mirror().cloned() else {
+            return false;
+        };
+        let cmd = floe_controller::model::Command::DrainBroker { id };
+        match tokio::time::timeout(budget, self.broker.cluster.propose(cmd)).await {
+            Ok(Ok(outcome)) => tracing::info!(?outcome, "draining: partitions are moving away"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot drain; stopping with a full upload instead");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    ?budget,
+                    "the drain request timed out; stopping with a full upload instead"
+                );
+                return false;
+            }
+        }
+        let leads_nothing = |s: &floe_controller::model::MetadataState| {
+            s.topics
+                .values()
+                .flat_map(|t| &t.partitions)
+                .all(|p| p.leader != id)
+        };
+        let mut changes = mirror.subscribe();
+        let deadline = tokio::time::Instant::now() + budget.saturating_sub(started.elapsed());
+        loop {
+            if mirror.read(leads_nothing) {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "drained: this broker leads no partition"
+                );
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(
+                        ?budget,
+                        "not drained within the budget; stopping with a full upload"
+                    );
+                    return false;
+                }
+            }
+        }
     }
 
     /// Stop serving, upload everything that is durable, and return.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use floe_controller::grpc::client::{ClientError, ControllerClient};
-use floe_controller::model::{Command, MetadataState, Outcome, PartitionId};
+use floe_controller::model::{Command, HandOff, MetadataState, Outcome, PartitionId};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
@@ -208,6 +208,131 @@ pub fn plan(state: &MetadataState, id: i32, epoch: i64, open: &HashMap<Partition
     plan
 }
 
+/// How long a hand-off may take to upload what the partitions accepted.
+const HANDOFF_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn open_partitions(storage: &Storage) -> HashMap<PartitionId, i32> {
+    storage
+        .partition_ids()
+        .into_iter()
+        .filter_map(|pid| storage.watermarks(pid).map(|w| (pid, w.leader_epoch)))
+        .collect()
+}
+
+/// Partitions this live incarnation leads, has open, and should hand to
+/// another broker (a pending move), with the leader epoch they are led at.
+pub fn handoffs(
+    state: &MetadataState,
+    id: i32,
+    epoch: i64,
+    open: &HashMap<PartitionId, i32>,
+) -> Vec<(PartitionId, i32)> {
+    let live = state
+        .brokers
+        .get(&id)
+        .is_some_and(|b| b.epoch == epoch && !b.fenced);
+    if !live {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for topic in state.topics.values() {
+        for (i, p) in topic.partitions.iter().enumerate() {
+            let pid = PartitionId {
+                topic_id: topic.id,
+                partition: i as i32,
+            };
+            if p.leader == id
+                && p.target.is_some_and(|t| t != id)
+                && open.get(&pid) == Some(&p.leader_epoch)
+            {
+                out.push((pid, p.leader_epoch));
+            }
+        }
+    }
+    out
+}
+
+/// Fences the partitions (appends are refused from now on: clients hear
+/// NOT_LEADER_OR_FOLLOWER), uploads and commits everything they accepted in
+/// one shared round, then tells the controller they can move. The new
+/// leaders open them from the committed index; nothing is copied.
+async fn hand_off(
+    cluster: &Cluster,
+    storage: &Storage,
+    id: i32,
+    broker_epoch: i64,
+    partitions: Vec<(PartitionId, i32)>,
+) {
+    let started = Instant::now();
+    let epochs: HashMap<PartitionId, i32> = partitions.iter().copied().collect();
+    let ids: Vec<PartitionId> = partitions.iter().map(|(p, _)| *p).collect();
+    let ends = match storage.fence(&ids, HANDOFF_FLUSH_TIMEOUT).await {
+        Ok(ends) => ends,
+        Err(e) => {
+            // They stay fenced and are tried again; their data stays put.
+            tracing::warn!(error = %e, partitions = ids.len(), "hand-off flush failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+    };
+    let flushed = started.elapsed();
+    let handoffs: Vec<HandOff> = ends
+        .iter()
+        .map(|(pid, end)| HandOff {
+            partition: *pid,
+            leader_epoch: epochs[pid],
+            committed_end: *end,
+        })
+        .collect();
+    let cmd = Command::CompleteMoves {
+        from: id,
+        broker_epoch,
+        handoffs,
+    };
+    match cluster.propose(cmd).await {
+        Ok(Outcome::MovesCompleted { moved, skipped }) => {
+            tracing::info!(
+                moved,
+                skipped,
+                flush_ms = flushed.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "handed partitions off"
+            );
+            if skipped > 0 {
+                reopen_kept(cluster, storage, id, &partitions);
+            }
+        }
+        Ok(other) => tracing::warn!(?other, "unexpected answer to a hand-off"),
+        // Maybe committed, maybe not: the partitions stay fenced (never
+        // acknowledging under an epoch that may be over) and the next pass
+        // proposes the hand-off again.
+        Err(e) => {
+            tracing::warn!(error = %e, "hand-off not committed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Partitions a committed hand-off skipped are still led here under the
+/// same epoch but fenced in storage: reopen them from the metadata, which
+/// holds everything they accepted (the mirror includes the hand-off).
+fn reopen_kept(cluster: &Cluster, storage: &Storage, id: i32, partitions: &[(PartitionId, i32)]) {
+    let Some(mirror) = cluster.mirror() else {
+        return;
+    };
+    for (pid, leader_epoch) in partitions {
+        let kept = mirror.read(|s| {
+            s.partition(*pid)
+                .filter(|p| p.leader == id && p.leader_epoch == *leader_epoch)
+                .map(crate::cluster::meta)
+        });
+        if let Some(meta) = kept {
+            storage.remove_partition(*pid);
+            storage.open_partition(*pid, meta);
+        }
+    }
+}
+
 /// Applies [`plan`] whenever the mirror moves, the incarnation changes, or
 /// every second, until `stop`.
 pub async fn follow(
@@ -222,12 +347,15 @@ pub async fn follow(
     };
     let mut changes = mirror.subscribe();
     loop {
-        let open: HashMap<PartitionId, i32> = storage
-            .partition_ids()
-            .into_iter()
-            .filter_map(|pid| storage.watermarks(pid).map(|w| (pid, w.leader_epoch)))
-            .collect();
+        let open = open_partitions(&storage);
         let epoch = lease.epoch();
+        let handoffs = mirror.read(|s| handoffs(s, id, epoch, &open));
+        // A broker without a valid lease may already be fenced: it hands off
+        // nothing (the controller moves its partitions if it is).
+        if !handoffs.is_empty() && lease.valid() {
+            hand_off(&cluster, &storage, id, epoch, handoffs).await;
+            continue;
+        }
         let plan = mirror.read(|s| plan(s, id, epoch, &open));
         for pid in &plan.close {
             tracing::info!(partition = ?pid, "no longer led here: closing");

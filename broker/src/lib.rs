@@ -1,6 +1,7 @@
 //! Floe's broker: a Kafka wire-protocol server over a storage engine that
 //! keeps data only in a small write-ahead log and in object storage.
 
+pub mod admin_cli;
 #[allow(unsafe_code)] // the only unsafe code: see ADR 0003
 pub mod alloc;
 pub mod broker;

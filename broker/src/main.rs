@@ -27,6 +27,8 @@ enum Command {
     Controller(ControllerArgs),
     /// Run one broker of a cluster (metadata from the controller quorum).
     Broker(BrokerArgs),
+    /// Cluster status and partition moves (reassign, drain, rebalance).
+    Admin(floe_broker::admin_cli::AdminArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,12 +55,19 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Broker(args) => {
                 let node = BrokerNode::start(args).await?;
-                wait_for_signal().await?;
+                let mut signals = Signals::new()?;
+                signals.next().await;
+                tracing::info!(budget = ?node.drain_budget, "shutting down: draining (a second signal skips to a full upload)");
+                tokio::select! {
+                    _ = node.drain(node.drain_budget) => {}
+                    _ = signals.next() => tracing::warn!("second signal: skipping the drain"),
+                }
                 tracing::info!("shutting down: uploading what is buffered");
                 node.stop().await;
                 tracing::info!("stopped");
                 Ok(())
             }
+            Command::Admin(args) => floe_broker::admin_cli::run(args).await,
             Command::Controller(args) => {
                 let controller = ControllerProcess::start(args).await?;
                 wait_for_signal().await?;
@@ -68,6 +77,29 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// SIGTERM and SIGINT, each delivery counted.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -80,6 +80,10 @@ pub struct Broker {
     /// with it (unavailable) until it comes back with its volume.
     #[serde(default)]
     pub volume_wal: bool,
+    /// Being drained: its partitions are moving away and none are placed on
+    /// it until it registers again.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +108,10 @@ pub struct Partition {
     pub index: BTreeMap<i64, IndexEntry>,
     /// Idempotent-producer state as of `committed_end`.
     pub producers: BTreeMap<i64, ProducerSnapshot>,
+    /// A requested move: the leader hands the partition to this broker once
+    /// it has fenced it and committed everything it accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<i32>,
 }
 
 /// Where a contiguous range of a partition's record batches lives.
@@ -160,8 +168,43 @@ pub struct IndexCommit {
     pub producers: Vec<ProducerSnapshot>,
 }
 
+/// A requested move of one partition's leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub partition: PartitionId,
+    pub to: i32,
+}
+
+/// A partition its old leader has fenced and flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOff {
+    pub partition: PartitionId,
+    /// The leader epoch it was led under.
+    pub leader_epoch: i32,
+    /// Everything it accepted is committed up to here.
+    pub committed_end: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Ask the leaders of these partitions to hand them over (a move to the
+    /// current leader cancels a pending move).
+    RequestMoves {
+        moves: Vec<Move>,
+    },
+    /// Broker `from` (incarnation `broker_epoch`) fenced these partitions
+    /// and committed all they accepted: their new leaders take over.
+    CompleteMoves {
+        from: i32,
+        broker_epoch: i64,
+        handoffs: Vec<HandOff>,
+    },
+    /// Move every partition of broker `id` away and place nothing on it.
+    DrainBroker {
+        id: i32,
+    },
+    /// Even out the number of partitions each live broker leads.
+    Rebalance,
     RegisterBroker {
         id: i32,
         host: String,
@@ -301,7 +344,7 @@ impl MetadataState {
     }
 
     /// The mutable partition; private so that only [`apply`] changes state.
-    fn partition_mut(&mut self, id: PartitionId) -> Option<&mut Partition> {
+    pub(crate) fn partition_mut(&mut self, id: PartitionId) -> Option<&mut Partition> {
         let index = usize::try_from(id.partition).ok()?;
         let name = self.topic_names.get(&id.topic_id)?;
         self.topics

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod moves;
 mod objects;
 
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
@@ -42,6 +43,17 @@ pub enum Outcome {
     /// `-1`, when no live broker is left), each with a bumped leader epoch.
     BrokerFenced {
         moved: u32,
+    },
+    /// Moves now pending (set, retargeted or cancelled).
+    MovesRequested {
+        requested: u32,
+    },
+    /// Partitions handed to their new leaders (or reopened under a new epoch
+    /// by the same broker when their move was cancelled meanwhile); the
+    /// others of the batch were no longer the proposer's to hand off.
+    MovesCompleted {
+        moved: u32,
+        skipped: u32,
     },
     /// The block `first .. first + count` now belongs to the proposer.
     ProducerIds {
@@ -175,6 +187,16 @@ pub enum ApplyError {
          those partitions first"
     )]
     ObjectInUse { key: String, live_entries: u64 },
+    #[error("cannot move partition {partition} to broker {to}: {reason}")]
+    InvalidMove {
+        partition: PartitionId,
+        to: i32,
+        reason: String,
+    },
+    #[error("broker {id} is not registered")]
+    UnknownBroker { id: i32 },
+    #[error("broker {id} cannot be drained: {reason}")]
+    CannotDrain { id: i32, reason: String },
     #[error("cannot allocate {count} producer ids; ask for 1 to {max} at a time")]
     InvalidProducerIdCount { count: i64, max: i64 },
     #[error("compaction of partition {partition} is stale: the entry at offset {base_offset} changed since it was read; compact again from the current index")]
@@ -202,6 +224,14 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
         });
     }
     let outcome = match cmd {
+        Command::RequestMoves { moves } => moves::request_moves(state, moves),
+        Command::CompleteMoves {
+            from,
+            broker_epoch,
+            handoffs,
+        } => moves::complete_moves(state, *from, *broker_epoch, handoffs),
+        Command::DrainBroker { id } => moves::drain_broker(state, *id),
+        Command::Rebalance => moves::rebalance(state),
         Command::RegisterBroker {
             id,
             host,
@@ -296,6 +326,7 @@ fn register_broker(
             epoch,
             fenced: false,
             volume_wal,
+            draining: false,
         },
     );
     // Partitions left without a leader by earlier fences go to the broker
@@ -339,10 +370,17 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
     let mut moved = 0u32;
     for topic in state.topics.values_mut() {
         for partition in &mut topic.partitions {
+            if partition.target == Some(id) {
+                partition.target = None;
+            }
             if partition.leader != id {
                 continue;
             }
-            partition.leader = load.place();
+            // A pending move's target takes it (it was counted there).
+            partition.leader = match partition.target.take() {
+                Some(t) if load.is_live(t) => t,
+                _ => load.place(),
+            };
             partition.leader_epoch = partition.leader_epoch.saturating_add(1);
             moved += 1;
         }
@@ -352,19 +390,21 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
 
 /// How many partitions each live (unfenced) broker leads: where new and
 /// orphaned partitions go.
-struct Load(BTreeMap<i32, usize>);
+pub(super) struct Load(BTreeMap<i32, usize>);
 
 impl Load {
-    fn of(state: &MetadataState) -> Load {
+    /// Counts each partition at its pending move's target, if any.
+    pub(super) fn of(state: &MetadataState) -> Load {
         let mut load: BTreeMap<i32, usize> = state
             .brokers
             .values()
-            .filter(|b| !b.fenced)
+            .filter(|b| !b.fenced && !b.draining)
             .map(|b| (b.id, 0))
             .collect();
         for topic in state.topics.values() {
             for partition in &topic.partitions {
-                if let Some(n) = load.get_mut(&partition.leader) {
+                let at = partition.target.unwrap_or(partition.leader);
+                if let Some(n) = load.get_mut(&at) {
                     *n += 1;
                 }
             }
@@ -372,9 +412,13 @@ impl Load {
         Load(load)
     }
 
+    pub(super) fn is_live(&self, broker: i32) -> bool {
+        self.0.contains_key(&broker)
+    }
+
     /// The least-loaded live broker (lowest id on ties), now one partition
     /// busier; `-1` when no broker is live.
-    fn place(&mut self) -> i32 {
+    pub(super) fn place(&mut self) -> i32 {
         let target = self
             .0
             .iter()
@@ -475,6 +519,7 @@ fn new_partition(leader: i32) -> Partition {
         committed_end: 0,
         index: BTreeMap::new(),
         producers: BTreeMap::new(),
+        target: None,
     }
 }
 
@@ -628,5 +673,7 @@ fn allocate_producer_ids(state: &mut MetadataState, count: i64) -> Result<Outcom
     Ok(Outcome::ProducerIds { first })
 }
 
+#[cfg(test)]
+mod moves_tests;
 #[cfg(test)]
 mod tests;

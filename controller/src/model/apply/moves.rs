@@ -1,0 +1,184 @@
+//! Moving partition leadership without moving data: a move is requested
+//! (`RequestMoves`, `DrainBroker`, `Rebalance` set a partition's `target`),
+//! then completed by the old leader (`CompleteMoves`) once it has fenced the
+//! partition and committed everything it accepted, so the new leader opens
+//! it from the object index and the producer state with nothing missing.
+//! Every completed move bumps the leader epoch: a late commit by the old
+//! leader is refused.
+//!
+//! Contract: as for every command, all checks come before any change.
+
+use super::{ApplyError, Load, Outcome};
+use crate::model::{HandOff, MetadataState, Move};
+
+/// Sets (or, for a move to the current leader, cancels) each move's target.
+/// Every target must be a live broker that is not being drained.
+pub(super) fn request_moves(
+    state: &mut MetadataState,
+    moves: &[Move],
+) -> Result<Outcome, ApplyError> {
+    let load = Load::of(state);
+    for m in moves {
+        let partition = state
+            .partition(m.partition)
+            .ok_or(ApplyError::UnknownPartition {
+                partition: m.partition,
+            })?;
+        if m.to != partition.leader && !load.is_live(m.to) {
+            return Err(ApplyError::InvalidMove {
+                partition: m.partition,
+                to: m.to,
+                reason: "the target is not a live broker (unregistered, fenced or draining)"
+                    .to_owned(),
+            });
+        }
+    }
+    let mut requested = 0u32;
+    for m in moves {
+        if let Some(partition) = state.partition_mut(m.partition) {
+            partition.target = (m.to != partition.leader).then_some(m.to);
+            requested += 1;
+        }
+    }
+    Ok(Outcome::MovesRequested { requested })
+}
+
+/// Hands each partition the proposer still leads, under the epoch and
+/// committed end it names, to its target (or, if the target is no longer
+/// live, to the least-loaded live broker; if the move was cancelled, back
+/// to the proposer under a new epoch so it reopens it, unless the proposer
+/// is draining). Hand-offs that no
+/// longer match the state are skipped, not refused: the rest of the batch
+/// still moves.
+pub(super) fn complete_moves(
+    state: &mut MetadataState,
+    from: i32,
+    broker_epoch: i64,
+    handoffs: &[HandOff],
+) -> Result<Outcome, ApplyError> {
+    let current = state
+        .brokers
+        .get(&from)
+        .filter(|b| !b.fenced)
+        .map(|b| b.epoch);
+    if current != Some(broker_epoch) {
+        return Err(ApplyError::StaleBrokerEpoch {
+            id: from,
+            epoch: broker_epoch,
+            current,
+        });
+    }
+    let draining = state.brokers.get(&from).is_some_and(|b| b.draining);
+    let mut load = Load::of(state);
+    let (mut moved, mut skipped) = (0u32, 0u32);
+    for h in handoffs {
+        let Some(partition) = state.partition_mut(h.partition) else {
+            skipped += 1;
+            continue;
+        };
+        if partition.leader != from
+            || partition.leader_epoch != h.leader_epoch
+            || partition.committed_end != h.committed_end
+        {
+            skipped += 1;
+            continue;
+        }
+        partition.leader = match partition.target.take() {
+            Some(t) if load.is_live(t) => t,
+            Some(_) => load.place(),
+            // Cancelled (or its target was fenced): a draining broker still
+            // gives it away, any other keeps it.
+            None if draining => load.place(),
+            None => from,
+        };
+        if partition.leader < 0 {
+            partition.leader = from;
+        }
+        partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+        moved += 1;
+    }
+    Ok(Outcome::MovesCompleted { moved, skipped })
+}
+
+/// Marks broker `id` draining and targets each partition it leads (or is
+/// about to lead) at the least-loaded other live broker.
+pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome, ApplyError> {
+    let broker = state
+        .brokers
+        .get(&id)
+        .ok_or(ApplyError::UnknownBroker { id })?;
+    if broker.fenced {
+        return Err(ApplyError::CannotDrain {
+            id,
+            reason: "it is fenced: its partitions move when it is, or wait for it (volume WAL)"
+                .to_owned(),
+        });
+    }
+    let others = state
+        .brokers
+        .values()
+        .any(|b| b.id != id && !b.fenced && !b.draining);
+    let leads_any = state
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.leader == id || p.target == Some(id));
+    if leads_any && !others {
+        return Err(ApplyError::CannotDrain {
+            id,
+            reason: "no other live broker can take its partitions".to_owned(),
+        });
+    }
+    if let Some(b) = state.brokers.get_mut(&id) {
+        b.draining = true;
+    }
+    let mut load = Load::of(state);
+    let mut requested = 0u32;
+    for topic in state.topics.values_mut() {
+        for partition in &mut topic.partitions {
+            if partition.leader == id || partition.target == Some(id) {
+                let to = load.place();
+                partition.target = (to != partition.leader).then_some(to);
+                requested += 1;
+            }
+        }
+    }
+    Ok(Outcome::MovesRequested { requested })
+}
+
+/// Moves partitions from the brokers leading the most to those leading the
+/// fewest until no two live brokers differ by more than one. Partitions with
+/// a pending move stay as they are; among the rest, the highest-numbered
+/// partitions of each topic move first (deterministic).
+pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError> {
+    let load = Load::of(state);
+    let mut counts = load.0;
+    if counts.len() < 2 {
+        return Ok(Outcome::MovesRequested { requested: 0 });
+    }
+    let mut requested = 0u32;
+    loop {
+        let (&most, &max) = counts
+            .iter()
+            .max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b)))
+            .expect("two or more brokers");
+        let (&fewest, &min) = counts
+            .iter()
+            .min_by_key(|(b, n)| (**n, **b))
+            .expect("two or more brokers");
+        if max <= min + 1 {
+            break;
+        }
+        let candidate = state
+            .topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut().rev())
+            .find(|p| p.leader == most && p.target.is_none());
+        let Some(partition) = candidate else { break };
+        partition.target = Some(fewest);
+        *counts.entry(most).or_default() -= 1;
+        *counts.entry(fewest).or_default() += 1;
+        requested += 1;
+    }
+    Ok(Outcome::MovesRequested { requested })
+}

@@ -1,0 +1,208 @@
+//! Requesting, completing, cancelling moves; draining; rebalancing.
+
+use crate::model::fixture::{check_invariants, commit, create_topic, pid, register, Driver};
+use crate::model::{ApplyError, Command, HandOff, Move, Outcome};
+
+fn leaders(d: &Driver, topic: &str) -> Vec<(i32, i32, Option<i32>)> {
+    d.state.topics[topic]
+        .partitions
+        .iter()
+        .map(|p| (p.leader, p.leader_epoch, p.target))
+        .collect()
+}
+
+fn handoff(partition: i32, leader_epoch: i32, committed_end: i64) -> HandOff {
+    HandOff {
+        partition: pid(1, partition),
+        leader_epoch,
+        committed_end,
+    }
+}
+
+fn three_brokers_topic_on_1(partitions: i32) -> Driver {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(register(2));
+    d.ok(register(3));
+    d.ok(create_topic("a", 1, partitions)); // leader 1
+    d
+}
+
+#[test]
+fn a_requested_move_completes_when_the_old_leader_hands_off() {
+    let mut d = three_brokers_topic_on_1(2);
+    d.ok(commit("o1", &[(pid(1, 0), 0, 10, 0)]));
+    let moves = vec![Move {
+        partition: pid(1, 0),
+        to: 2,
+    }];
+    assert_eq!(
+        d.ok(Command::RequestMoves { moves }),
+        Outcome::MovesRequested { requested: 1 }
+    );
+    assert_eq!(leaders(&d, "a"), vec![(1, 0, Some(2)), (1, 0, None)]);
+    // A hand-off that does not match (stale committed end) is skipped; a
+    // stale broker incarnation is refused outright.
+    assert_eq!(
+        d.ok(Command::CompleteMoves {
+            from: 1,
+            broker_epoch: 1,
+            handoffs: vec![handoff(0, 0, 5)],
+        }),
+        Outcome::MovesCompleted {
+            moved: 0,
+            skipped: 1
+        }
+    );
+    assert!(matches!(
+        d.refused(Command::CompleteMoves {
+            from: 1,
+            broker_epoch: 9,
+            handoffs: vec![handoff(0, 0, 10)],
+        }),
+        ApplyError::StaleBrokerEpoch { .. }
+    ));
+    assert_eq!(
+        d.ok(Command::CompleteMoves {
+            from: 1,
+            broker_epoch: 1,
+            handoffs: vec![handoff(0, 0, 10)],
+        }),
+        Outcome::MovesCompleted {
+            moved: 1,
+            skipped: 0
+        }
+    );
+    assert_eq!(leaders(&d, "a"), vec![(2, 1, None), (1, 0, None)]);
+    // The old leader's late commit is refused; the new leader continues at 10.
+    assert!(matches!(
+        d.refused(commit("late", &[(pid(1, 0), 10, 12, 0)])),
+        ApplyError::StaleLeaderEpoch { .. }
+    ));
+    d.ok(commit("o2", &[(pid(1, 0), 10, 12, 1)]));
+    check_invariants(&d.state);
+}
+
+#[test]
+fn bad_targets_are_refused_and_a_move_to_the_leader_cancels() {
+    let mut d = three_brokers_topic_on_1(2);
+    let before = d.state.clone();
+    for (to, partition) in [(9, 0), (2, 7)] {
+        let moves = vec![
+            Move {
+                partition: pid(1, 1),
+                to: 2,
+            },
+            Move {
+                partition: pid(1, partition),
+                to,
+            },
+        ];
+        d.refused(Command::RequestMoves { moves });
+        assert_eq!(d.state, before, "a refused batch changes nothing");
+    }
+    let to = |to| {
+        vec![Move {
+            partition: pid(1, 0),
+            to,
+        }]
+    };
+    d.ok(Command::RequestMoves { moves: to(3) });
+    d.ok(Command::RequestMoves { moves: to(1) });
+    assert_eq!(leaders(&d, "a")[0], (1, 0, None));
+    // A hand-off of a cancelled move reopens it at the same broker, new epoch.
+    d.ok(Command::CompleteMoves {
+        from: 1,
+        broker_epoch: 1,
+        handoffs: vec![handoff(0, 0, 0)],
+    });
+    assert_eq!(leaders(&d, "a")[0], (1, 1, None));
+    // A fenced target is not live.
+    d.ok(Command::FenceBroker { id: 3, epoch: 1 });
+    assert!(matches!(
+        d.refused(Command::RequestMoves { moves: to(3) }),
+        ApplyError::InvalidMove { to: 3, .. }
+    ));
+}
+
+#[test]
+fn draining_targets_every_partition_elsewhere_and_places_nothing_there() {
+    let mut d = three_brokers_topic_on_1(4);
+    assert_eq!(
+        d.ok(Command::DrainBroker { id: 1 }),
+        Outcome::MovesRequested { requested: 4 }
+    );
+    assert!(d.state.brokers[&1].draining);
+    let targets: Vec<Option<i32>> = leaders(&d, "a").iter().map(|l| l.2).collect();
+    assert_eq!(targets, vec![Some(2), Some(3), Some(2), Some(3)]);
+    // New partitions avoid the draining broker; it cannot be a target.
+    d.ok(Command::CreateTopic {
+        name: "b".to_owned(),
+        id: crate::model::fixture::topic_id(2),
+        partitions: 2,
+        configs: Default::default(),
+        leader: -1,
+    });
+    assert!(d.state.topics["b"].partitions.iter().all(|p| p.leader != 1));
+    assert!(matches!(
+        d.refused(Command::RequestMoves {
+            moves: vec![Move {
+                partition: pid(2, 0),
+                to: 1
+            }]
+        }),
+        ApplyError::InvalidMove { .. }
+    ));
+    // If a target dies before the hand-off, the partition goes to a live one.
+    d.ok(Command::FenceBroker { id: 3, epoch: 1 });
+    d.ok(Command::CompleteMoves {
+        from: 1,
+        broker_epoch: 1,
+        handoffs: (0..4).map(|p| handoff(p, 0, 0)).collect(),
+    });
+    assert!(leaders(&d, "a").iter().all(|l| l.0 == 2 && l.1 == 1));
+    // Registering again ends the drain.
+    d.ok(register(1));
+    assert!(!d.state.brokers[&1].draining);
+    check_invariants(&d.state);
+}
+
+#[test]
+fn the_last_broker_with_partitions_cannot_be_drained() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(create_topic("a", 1, 1));
+    assert!(matches!(
+        d.refused(Command::DrainBroker { id: 1 }),
+        ApplyError::CannotDrain { id: 1, .. }
+    ));
+    assert!(matches!(
+        d.refused(Command::DrainBroker { id: 4 }),
+        ApplyError::UnknownBroker { id: 4 }
+    ));
+    // A broker that leads nothing can always drain.
+    d.ok(register(2));
+    assert_eq!(
+        d.ok(Command::DrainBroker { id: 2 }),
+        Outcome::MovesRequested { requested: 0 }
+    );
+}
+
+#[test]
+fn rebalancing_evens_out_partition_counts() {
+    let mut d = three_brokers_topic_on_1(7);
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 4 }
+    );
+    let mut count = std::collections::BTreeMap::new();
+    for (leader, _, target) in leaders(&d, "a") {
+        *count.entry(target.unwrap_or(leader)).or_insert(0) += 1;
+    }
+    assert_eq!(count.into_values().collect::<Vec<_>>(), vec![3, 2, 2]);
+    // Balanced (counting pending moves): nothing more to do.
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 0 }
+    );
+}
