@@ -169,6 +169,12 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
                 handler::config::incremental_alter_configs(self, r).await,
             ),
+            RequestKind::AlterPartitionReassignments(r) => {
+                ResponseKind::AlterPartitionReassignments(handler::reassign::alter(self, r).await)
+            }
+            RequestKind::ListPartitionReassignments(r) => {
+                ResponseKind::ListPartitionReassignments(handler::reassign::list(self, r))
+            }
             RequestKind::JoinGroup(r) => {
                 ResponseKind::JoinGroup(match groups::join(self, &r.group_id) {
                     Some(elsewhere) => elsewhere,

@@ -24,7 +24,7 @@ use crate::storage::WalMode;
 pub struct BrokerArgs {
     /// This broker's id: stable across restarts (the pod ordinal under the
     /// operator), unique in the cluster.
-    #[arg(long, env = "FLOE_NODE_ID")]
+    #[arg(long, env = "FLOE_BROKER_ID")]
     pub node_id: i32,
     /// Kafka listener address.
     #[arg(long, env = "FLOE_LISTEN", default_value = "127.0.0.1:9092")]

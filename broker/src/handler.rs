@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod groups;
 pub mod meta;
 pub mod produce;
+pub mod reassign;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
