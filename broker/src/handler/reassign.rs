@@ -23,6 +23,9 @@ use kafka_protocol::messages::{
 use super::{code, str_bytes};
 use crate::broker::Broker;
 
+/// A refused change: the Kafka error and why.
+type Refusal = (ResponseError, String);
+
 /// One requested change, checked against the metadata: a move (or, with
 /// `to` = the current leader, a cancellation), or why it cannot be.
 fn check(
@@ -30,7 +33,7 @@ fn check(
     topic: &str,
     partition: i32,
     replicas: Option<&[BrokerId]>,
-) -> Result<Move, (ResponseError, String)> {
+) -> Result<Move, Refusal> {
     let t = s.topics.get(topic).ok_or((
         ResponseError::UnknownTopicOrPartition,
         format!("topic {topic:?} does not exist"),
@@ -84,8 +87,8 @@ pub async fn alter(
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let mut moves = Vec::new();
-    // (topic index, partition index, partition, outcome) in request order.
-    let mut results: Vec<Vec<(i32, Result<(), (ResponseError, String)>)>> = Vec::new();
+    // Per topic, in request order: (partition, outcome).
+    let mut results: Vec<Vec<(i32, Result<(), Refusal>)>> = Vec::new();
     b.cluster.read(|s| {
         for t in &req.topics {
             let mut rs = Vec::new();
