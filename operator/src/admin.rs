@@ -1,12 +1,13 @@
 //! The operator's view of a Floe cluster's metadata controllers: the broker
 //! list, draining brokers and rebalancing partitions ([`ClusterAdmin`]).
 //!
-//! The reconciler depends only on these traits. The implementation that
-//! speaks the controllers' gRPC admin API lives with that API; until it is
-//! wired in, the binary uses [`Unconnected`], which answers every call with
-//! [`AdminError::Unavailable`] — the scaling logic then never lowers a broker
-//! StatefulSet, because it cannot confirm that the leaving brokers are
-//! drained (safe, but scale-in waits).
+//! The reconciler depends only on these traits. The binary uses
+//! [`crate::admin_grpc::GrpcConnector`], which speaks the controllers' gRPC
+//! metadata service; [`Unconnected`] answers every call with
+//! [`AdminError::Unavailable`] (tests, and the behaviour whenever the quorum
+//! is unreachable: the scaling logic then never lowers a broker StatefulSet,
+//! because it cannot confirm that the leaving brokers are drained — safe,
+//! but scale-in waits).
 //!
 //! **Broker id = StatefulSet ordinal.** The pods get `FLOE_BROKER_ID` from
 //! their `apps.kubernetes.io/pod-index` label, and ordinals are unique across
@@ -76,8 +77,8 @@ pub trait AdminConnector: Send + Sync {
     fn connect(&self, cluster: &ValidatedCluster) -> Box<dyn ClusterAdmin>;
 }
 
-/// The connector used until the gRPC admin client exists: every call fails
-/// with [`AdminError::Unavailable`], so scale-in is held (never unsafe).
+/// A connector whose every call fails with [`AdminError::Unavailable`], so
+/// scale-in is held (never unsafe).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Unconnected;
 

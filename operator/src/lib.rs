@@ -57,8 +57,6 @@
 //!
 //! # What comes next
 //!
-//! - The gRPC [`admin::ClusterAdmin`] against the controllers' admin API
-//!   (until then [`admin::Unconnected`] holds every scale-in, safely).
 //! - Rolling changes one broker at a time, each drained first, and spot
 //!   interruptions (node taints) draining the broker on that node; moving
 //!   brokers between the on-demand and spot StatefulSets (turning spot on or
@@ -69,6 +67,7 @@
 //! current and validates the example clusters in `charts/examples/`.
 
 pub mod admin;
+pub mod admin_grpc;
 pub mod controller;
 pub mod endpoints;
 pub mod labels;

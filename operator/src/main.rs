@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use floe_operator::admin::Unconnected;
+use floe_operator::admin_grpc::GrpcConnector;
 use floe_operator::controller::{self, Context};
 use floe_operator::lease::{run_elected, LeaderElector, LeaseConfig};
 use floe_operator::metrics::Metrics;
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         client: client.clone(),
-        admin: Arc::new(Unconnected),
+        admin: Arc::new(GrpcConnector::default()),
         reclaimer: Arc::new(S3Reclaimer),
         metrics: metrics.clone(),
     });

@@ -1,0 +1,139 @@
+//! The operator's admin client against a real (one-voter) controller quorum
+//! over gRPC: the broker list, drains and rebalances are what the controller
+//! applies, not what a fake says.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use floe_controller::grpc::client::{ClientOptions, ControllerClient};
+use floe_controller::grpc::node::{self, default_raft_config, Listeners, NodeConfig};
+use floe_controller::grpc::service::LeaseConfig;
+use floe_controller::model::{Command, HandOff, Outcome, PartitionId};
+use floe_controller::raft::ControllerNode;
+use floe_operator::admin::{AdminError, BrokerState, ClusterAdmin};
+use floe_operator::admin_grpc::GrpcAdmin;
+
+fn register(id: i32) -> Command {
+    Command::RegisterBroker {
+        id,
+        host: format!("broker-{id}"),
+        port: 9092,
+        rack: None,
+        volume_wal: false,
+    }
+}
+
+fn state_of(admin_view: &[floe_operator::admin::BrokerInfo], id: i32) -> (BrokerState, u32) {
+    let b = admin_view.iter().find(|b| b.id == id).expect("listed");
+    (b.state, b.partitions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+    let (raft, api) = listeners.addrs()?;
+    let me = ControllerNode::new(raft.to_string(), api.to_string());
+    let config = NodeConfig {
+        id: 0,
+        advertised: me.clone(),
+        initial_voters: BTreeMap::from([(0, me)]),
+        data_dir: dir.path().join("c0"),
+        raft: default_raft_config("floe")?.validate()?,
+        bootstrap_grace: Duration::from_millis(50),
+        // Long leases: nothing is fenced during the test.
+        leases: LeaseConfig {
+            lease: Duration::from_secs(600),
+            grace: Duration::from_secs(60),
+        },
+    };
+    let node = node::start(config, listeners).await?;
+    let client = ControllerClient::new(
+        vec![api.to_string()],
+        ClientOptions {
+            deadline: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+        },
+    );
+    for id in [0, 1, 2] {
+        client.propose(&register(id)).await?;
+    }
+    let topic = uuid::Uuid::from_u128(7);
+    client
+        .propose(&Command::CreateTopic {
+            name: "t".into(),
+            id: topic,
+            partitions: 6,
+            configs: BTreeMap::new(),
+            leader: 2,
+        })
+        .await?;
+    let admin = GrpcAdmin::new(client.clone());
+
+    let brokers = admin.brokers().await?;
+    assert_eq!(state_of(&brokers, 2), (BrokerState::Active, 6));
+    assert_eq!(state_of(&brokers, 0), (BrokerState::Active, 0));
+
+    // Rebalance: 6 on broker 2 becomes 2/2/2 once the moves complete.
+    assert_eq!(admin.rebalance().await?, 4);
+
+    // Drain broker 2: Draining until it hands everything off, then Drained.
+    admin.drain(&[2]).await?;
+    admin.drain(&[2, 9]).await?; // idempotent; a never-registered id is drained
+    assert_eq!(
+        state_of(&admin.brokers().await?, 2),
+        (BrokerState::Draining, 6)
+    );
+    let handoffs = (0..6)
+        .map(|partition| HandOff {
+            partition: PartitionId {
+                topic_id: topic,
+                partition,
+            },
+            leader_epoch: 0,
+            committed_end: 0,
+        })
+        .collect();
+    let done = client
+        .propose(&Command::CompleteMoves {
+            from: 2,
+            broker_epoch: 1,
+            handoffs,
+        })
+        .await?;
+    assert_eq!(
+        done.answer,
+        Ok(Outcome::MovesCompleted {
+            moved: 6,
+            skipped: 0
+        })
+    );
+    let brokers = admin.brokers().await?;
+    assert_eq!(state_of(&brokers, 2), (BrokerState::Drained, 0));
+    assert_eq!(state_of(&brokers, 0).1 + state_of(&brokers, 1).1, 6);
+
+    // The last brokers cannot all be drained: refused, and scale-in holds.
+    admin.drain(&[0]).await?;
+    match admin.drain(&[1]).await {
+        Err(AdminError::Refused { request, message }) => {
+            assert_eq!(request, "drain");
+            assert!(message.contains("no other live broker"), "{message}");
+        }
+        other => panic!("draining the last live broker: {other:?}"),
+    }
+
+    node.shutdown().await.map_err(anyhow::Error::msg)?;
+    // An unreachable quorum is Unavailable (scale-in is held, never unsafe).
+    let gone = GrpcAdmin::new(ControllerClient::new(
+        vec![api.to_string()],
+        ClientOptions {
+            deadline: Duration::from_millis(500),
+            attempt_timeout: Duration::from_millis(200),
+        },
+    ));
+    assert!(matches!(
+        gone.brokers().await,
+        Err(AdminError::Unavailable { .. })
+    ));
+    Ok(())
+}
