@@ -62,6 +62,14 @@ pub struct BrokerArgs {
     /// other brokers before it stops anyway (uploading everything first).
     #[arg(long, env = "FLOE_DRAIN_BUDGET_MS", default_value_t = 20_000)]
     pub drain_budget_ms: u64,
+    /// Poll this instance metadata service (e.g. http://169.254.169.254 on
+    /// EC2) for a spot interruption notice; on one, drain and exit as on
+    /// SIGTERM, well inside the two-minute warning. Off when unset.
+    #[arg(long, env = "FLOE_IMDS_ENDPOINT")]
+    pub imds_endpoint: Option<String>,
+    /// How often the instance metadata service is polled, in milliseconds.
+    #[arg(long, env = "FLOE_IMDS_POLL_MS", default_value_t = 1_000)]
+    pub imds_poll_ms: u64,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -71,6 +79,10 @@ impl BrokerArgs {
         self.serving.validate()?;
         local::check_advertised(self.advertised_listener.as_deref())?;
         anyhow::ensure!(self.node_id >= 0, "--node-id must not be negative");
+        if let Some(endpoint) = &self.imds_endpoint {
+            floe_spot::imds::Imds::new(endpoint)
+                .map_err(|e| anyhow::anyhow!("--imds-endpoint {endpoint:?}: {e}"))?;
+        }
         anyhow::ensure!(
             !self.controllers.is_empty() && self.controllers.iter().all(|c| !c.trim().is_empty()),
             "--controllers must name at least one controller metadata address (host:port)"
@@ -83,6 +95,9 @@ impl BrokerArgs {
 pub struct BrokerNode {
     pub broker: Arc<Broker>,
     pub drain_budget: Duration,
+    /// Cancelled when the machine is about to go (a spot interruption
+    /// notice): the broker should drain and exit, as on SIGTERM.
+    pub interrupted: CancellationToken,
     pub addr: SocketAddr,
     pub health_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -182,6 +197,16 @@ impl BrokerNode {
             me.id,
             stop.clone(),
         ));
+        let interrupted = CancellationToken::new();
+        if let Some(endpoint) = &args.imds_endpoint {
+            let imds = floe_spot::imds::Imds::new(endpoint)?;
+            tokio::spawn(watch_imds(
+                imds,
+                Duration::from_millis(args.imds_poll_ms.max(100)),
+                interrupted.clone(),
+                stop.clone(),
+            ));
+        }
         let shutdown = running.shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
@@ -189,6 +214,7 @@ impl BrokerNode {
         });
         tracing::info!(broker = me.id, %addr, objects = args.object_store, wal = ?args.wal_mode, "Floe broker is ready");
         Ok(BrokerNode {
+            interrupted,
             drain_budget: Duration::from_millis(args.drain_budget_ms),
             broker: running.broker,
             addr: running.addr,
@@ -256,5 +282,52 @@ impl BrokerNode {
         self.shutdown.cancel();
         let _ = self.server.await;
         self.broker.storage.shutdown().await;
+    }
+}
+
+/// Polls the instance metadata service until a notice says this machine is
+/// going (a spot interruption), then cancels `interrupted`. A rebalance
+/// recommendation is only logged: it carries no deadline, and draining on
+/// every one would move partitions back and forth for nothing.
+async fn watch_imds(
+    mut imds: floe_spot::imds::Imds,
+    every: Duration,
+    interrupted: CancellationToken,
+    stop: CancellationToken,
+) {
+    use floe_spot::{SignalKind, Urgency};
+    let mut advised = false;
+    let mut failing = false;
+    loop {
+        match imds.signals(std::time::SystemTime::now()).await {
+            Ok(signals) => {
+                failing = false;
+                for s in signals {
+                    let urgent = matches!(s.urgency, Urgency::Immediate | Urgency::Imminent);
+                    if urgent {
+                        let left = s
+                            .deadline
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        tracing::warn!(kind = s.kind.as_str(), detail = %s.detail, seconds_left = left.as_secs(), "this machine is being interrupted: draining");
+                        interrupted.cancel();
+                        return;
+                    }
+                    if s.kind == SignalKind::RebalanceRecommendation && !advised {
+                        tracing::info!(detail = %s.detail, "spot rebalance recommendation (no drain until an interruption notice)");
+                        advised = true;
+                    }
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "instance metadata service unreachable; retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }

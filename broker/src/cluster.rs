@@ -75,6 +75,8 @@ pub struct BrokerView {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Handing its partitions away (about to leave): no new work goes there.
+    pub draining: bool,
 }
 
 /// What the data path needs to route a request to a partition. Read without
@@ -240,6 +242,7 @@ impl Cluster {
                     host: b.host.clone(),
                     port: b.port,
                     rack: b.rack.clone(),
+                    draining: b.draining,
                 })
                 .collect()
         })

@@ -56,7 +56,10 @@ fn main() -> anyhow::Result<()> {
             Command::Broker(args) => {
                 let node = BrokerNode::start(args).await?;
                 let mut signals = Signals::new()?;
-                signals.next().await;
+                tokio::select! {
+                    _ = signals.next() => {}
+                    _ = node.interrupted.cancelled() => {}
+                }
                 tracing::info!(budget = ?node.drain_budget, "shutting down: draining (a second signal skips to a full upload)");
                 tokio::select! {
                     _ = node.drain(node.drain_budget) => {}

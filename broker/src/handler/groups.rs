@@ -28,15 +28,19 @@ fn stable_hash(key: &str) -> u32 {
     })
 }
 
-/// The broker coordinating `group`: this one when no broker is registered.
+/// The broker coordinating `group`, among the live brokers that are not
+/// draining (a draining broker is about to leave): this one when there is
+/// none.
 pub fn coordinator(b: &Broker, group: &str) -> BrokerView {
-    let live = b.cluster.live_brokers();
+    let mut live = b.cluster.live_brokers();
+    live.retain(|l| !l.draining);
     if live.is_empty() {
         return BrokerView {
             id: b.config.node_id,
             host: b.config.advertised_host.clone(),
             port: b.config.advertised_port,
             rack: None,
+            draining: false,
         };
     }
     let i = stable_hash(group) as usize % live.len();

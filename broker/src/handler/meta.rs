@@ -57,6 +57,7 @@ fn live_brokers(b: &Broker) -> Vec<BrokerView> {
                 host: b.config.advertised_host.clone(),
                 port: b.config.advertised_port,
                 rack: None,
+                draining: false,
             },
         );
     }
