@@ -77,3 +77,4 @@ pub mod names;
 pub mod quantity;
 pub mod reclaim;
 pub mod reconcile;
+pub mod spot;
