@@ -1,6 +1,8 @@
 //! `floe-operator`: reconciles `KafkaCluster` resources. Replicas elect a
-//! leader with a Lease; only the leader runs the controller. Every replica
-//! serves `/metrics`, `/healthz` and `/readyz`.
+//! leader with a Lease; only the leader runs the controller and, unless
+//! `--spot-watch=false`, the spot watchers (brokers on nodes that are going
+//! are drained early, see `floe_operator::spot`). Every replica serves
+//! `/metrics`, `/healthz` and `/readyz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use floe_operator::controller::{self, Context};
 use floe_operator::lease::{run_elected, LeaderElector, LeaseConfig};
 use floe_operator::metrics::Metrics;
 use floe_operator::reclaim::S3Reclaimer;
+use floe_operator::spot::{self, SpotConfig, SpotContext, SpotMetrics};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +56,15 @@ struct Config {
     /// Seconds between Lease reads and renewals.
     #[arg(long, env = "FLOE_OPERATOR_RETRY_PERIOD", default_value_t = 2)]
     retry_period_secs: u64,
+    /// Watch Nodes for interruption signals (Node Termination Handler and
+    /// Karpenter taints, cordons, deletions) and drain the brokers on them
+    /// through the controllers before they are evicted.
+    #[arg(long, env = "FLOE_OPERATOR_SPOT_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    spot_watch: bool,
+    /// Seconds between two looks of the spot watchers at a cluster's nodes
+    /// (the nodes themselves are watched, so a look costs no API call).
+    #[arg(long, env = "FLOE_OPERATOR_SPOT_INTERVAL", default_value_t = 2)]
+    spot_interval_secs: u64,
 }
 
 impl Config {
@@ -122,16 +134,34 @@ async fn main() -> anyhow::Result<()> {
     metrics.set_ready(true);
 
     let identity = lease.as_ref().map(|l| l.identity.clone());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "floe-operator".into(),
-                instance: identity,
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "floe-operator".into(),
+            instance: identity,
+        },
+    );
+    let admin = Arc::new(GrpcConnector::default());
+    let spot = config.spot_watch.then(|| {
+        Arc::new(SpotContext {
+            client: client.clone(),
+            admin: admin.clone(),
+            recorder: Some(recorder.clone()),
+            // Not on /metrics yet: `Metrics` keeps its registry to itself.
+            metrics: SpotMetrics::new(),
+            config: SpotConfig {
+                interval: Duration::from_secs(config.spot_interval_secs.max(1)),
+                ..SpotConfig::default()
             },
-        ),
+        })
+    });
+    if spot.is_none() {
+        tracing::info!("spot watch off (--spot-watch=false): brokers on nodes that are going drain only on SIGTERM");
+    }
+    let ctx = Arc::new(Context {
+        recorder,
         client: client.clone(),
-        admin: Arc::new(GrpcConnector::default()),
+        admin,
         reclaimer: Arc::new(S3Reclaimer),
         metrics: metrics.clone(),
     });
@@ -145,7 +175,18 @@ async fn main() -> anyhow::Result<()> {
 
     let work = move |token: CancellationToken| {
         let ctx = ctx.clone();
-        async move { controller::run(ctx, async move { token.cancelled().await }).await }
+        let spot = spot.clone();
+        async move {
+            let stop = token.clone();
+            tokio::join!(
+                controller::run(ctx, async move { stop.cancelled().await }),
+                async move {
+                    if let Some(spot) = spot {
+                        spot::run(spot, token).await;
+                    }
+                },
+            );
+        }
     };
     match lease {
         Some(lease) => {
