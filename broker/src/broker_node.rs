@@ -104,124 +104,54 @@ pub struct BrokerNode {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// What a broker of a quorum is started from (`floe broker`, and the broker
+/// of `floe local` next to its in-process one-voter quorum).
+pub(crate) struct Member<'a> {
+    pub node_id: i32,
+    pub listener: tokio::net::TcpListener,
+    pub advertised_listener: Option<&'a str>,
+    pub controllers: Vec<String>,
+    pub objects: crate::storage::objects::Objects,
+    pub object_store: &'a str,
+    pub wal_mode: WalMode,
+    pub wal_dir: PathBuf,
+    pub rack: Option<String>,
+    pub cluster_id: String,
+    pub serving: &'a ServingArgs,
+    pub metrics_listen: SocketAddr,
+    pub drain_budget: Duration,
+    pub imds: Option<(String, Duration)>,
+}
+
 impl BrokerNode {
     pub async fn start(args: BrokerArgs) -> anyhow::Result<BrokerNode> {
         args.validate()?;
         let listener = local::bind(args.listen).await?;
-        let addr = listener.local_addr()?;
         let objects = local::open_objects(&args.object_store).await?;
-        let endpoints: Vec<String> = args
-            .controllers
-            .iter()
-            .map(|c| c.trim().to_owned())
-            .collect();
-        let client = ControllerClient::new(endpoints.clone(), ClientOptions::default());
-        let mirror = Mirror::start(client.clone());
-        let cluster = Arc::new(Cluster::quorum(client, mirror));
-        let (host, port) = local::advertised(args.advertised_listener.as_deref(), addr);
-        let me = Registration {
-            id: args.node_id,
-            host: host.clone(),
-            port,
-            rack: args.rack.clone(),
-            volume_wal: args.wal_mode == WalMode::Volume,
-        };
-        let epoch = leadership::register(&cluster, &me).await.with_context(|| {
-            format!(
-                "cannot register broker {} with the controllers {}",
-                me.id,
-                endpoints.join(",")
-            )
-        })?;
-        let lease = Arc::new(Lease::default());
-        lease.registered(epoch);
-        tracing::info!(
-            broker = me.id,
-            epoch,
-            "registered with the controller quorum"
-        );
-        let stop = CancellationToken::new();
-        // Renewals need their own short deadline: one that takes a lease is useless.
-        let heartbeats = ControllerClient::new(
-            endpoints,
-            ClientOptions {
-                deadline: Duration::from_millis(1_000),
-                attempt_timeout: Duration::from_millis(500),
-            },
-        );
-        tokio::spawn(leadership::run_lease(
-            heartbeats,
-            cluster.clone(),
-            lease.clone(),
-            me.clone(),
-            stop.clone(),
-        ));
-        // What this incarnation leads now: the WAL (volume mode) replays into these.
-        let partitions = {
-            let plan = cluster
-                .mirror()
-                .map(|m| m.read(|s| leadership::plan(s, me.id, epoch, &Default::default())))
-                .unwrap_or_default();
-            plan.open
-        };
-        let wal_dir = args.data_dir.join("wal");
-        if args.wal_mode == WalMode::Volume {
-            std::fs::create_dir_all(&wal_dir).with_context(|| {
-                format!("cannot create the WAL directory {}", wal_dir.display())
-            })?;
-        }
-        let running = local::serve(Parts {
+        start_member(Member {
+            node_id: args.node_id,
             listener,
-            config: BrokerConfig {
-                node_id: me.id,
-                advertised_host: host,
-                advertised_port: port,
-                cluster_id: args.cluster.clone(),
-                auto_create_topics: args.serving.auto_create_topics,
-                default_partitions: args.serving.num_partitions,
-                max_request_bytes: args.serving.max_request_bytes,
-            },
-            cluster: cluster.clone(),
+            advertised_listener: args.advertised_listener.as_deref(),
+            controllers: args
+                .controllers
+                .iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
             objects,
-            storage: args.serving.storage_config(args.wal_mode, wal_dir, me.id),
-            partitions,
+            object_store: &args.object_store,
+            wal_mode: args.wal_mode,
+            wal_dir: args.data_dir.join("wal"),
+            rack: args.rack.clone(),
+            cluster_id: args.cluster.clone(),
             serving: &args.serving,
             metrics_listen: args.health_listen,
-            lease: Some(lease.clone()),
-        })
-        .await?;
-        tokio::spawn(leadership::follow(
-            cluster,
-            running.broker.storage.clone(),
-            lease,
-            me.id,
-            stop.clone(),
-        ));
-        let interrupted = CancellationToken::new();
-        if let Some(endpoint) = &args.imds_endpoint {
-            let imds = floe_spot::imds::Imds::new(endpoint)?;
-            tokio::spawn(watch_imds(
-                imds,
-                Duration::from_millis(args.imds_poll_ms.max(100)),
-                interrupted.clone(),
-                stop.clone(),
-            ));
-        }
-        let shutdown = running.shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            stop.cancel();
-        });
-        tracing::info!(broker = me.id, %addr, objects = args.object_store, wal = ?args.wal_mode, "Floe broker is ready");
-        Ok(BrokerNode {
-            interrupted,
             drain_budget: Duration::from_millis(args.drain_budget_ms),
-            broker: running.broker,
-            addr: running.addr,
-            health_addr: running.metrics_addr,
-            shutdown: running.shutdown,
-            server: running.server,
+            imds: args
+                .imds_endpoint
+                .clone()
+                .map(|e| (e, Duration::from_millis(args.imds_poll_ms.max(100)))),
         })
+        .await
     }
 
     /// Moves every partition this broker leads to other brokers (through
@@ -330,4 +260,122 @@ async fn watch_imds(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Registers with the quorum, recovers the storage engine for the
+/// partitions this incarnation leads, and serves.
+pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
+    let listener = m.listener;
+    let addr = listener.local_addr()?;
+    let endpoints = m.controllers.clone();
+    let client = ControllerClient::new(endpoints.clone(), ClientOptions::default());
+    let mirror = Mirror::start(client.clone());
+    let cluster = Arc::new(Cluster::quorum(client, mirror));
+    let (host, port) = local::advertised(m.advertised_listener, addr);
+    let me = Registration {
+        id: m.node_id,
+        host: host.clone(),
+        port,
+        rack: m.rack.clone(),
+        volume_wal: m.wal_mode == WalMode::Volume,
+    };
+    let epoch = leadership::register(&cluster, &me).await.with_context(|| {
+        format!(
+            "cannot register broker {} with the controllers {}",
+            me.id,
+            endpoints.join(",")
+        )
+    })?;
+    let lease = Arc::new(Lease::default());
+    lease.registered(epoch);
+    tracing::info!(
+        broker = me.id,
+        epoch,
+        "registered with the controller quorum"
+    );
+    let stop = CancellationToken::new();
+    // Renewals need their own short deadline: one that takes a lease is useless.
+    let heartbeats = ControllerClient::new(
+        endpoints,
+        ClientOptions {
+            deadline: Duration::from_millis(1_000),
+            attempt_timeout: Duration::from_millis(500),
+        },
+    );
+    // The first renewal before serving: without it every write would be
+    // refused until the renewal task's first round trip.
+    let sent = std::time::Instant::now();
+    match heartbeats.heartbeat(me.id, epoch).await {
+        Ok(granted) => lease.renewed(sent, granted),
+        Err(e) => {
+            tracing::warn!(error = %e, "first lease renewal failed; retrying in the background")
+        }
+    }
+    tokio::spawn(leadership::run_lease(
+        heartbeats,
+        cluster.clone(),
+        lease.clone(),
+        me.clone(),
+        stop.clone(),
+    ));
+    // What this incarnation leads now: the WAL (volume mode) replays into these.
+    let partitions = {
+        let plan = cluster
+            .mirror()
+            .map(|m| m.read(|s| leadership::plan(s, me.id, epoch, &Default::default())))
+            .unwrap_or_default();
+        plan.open
+    };
+    let wal_dir = m.wal_dir.clone();
+    if m.wal_mode == WalMode::Volume {
+        std::fs::create_dir_all(&wal_dir)
+            .with_context(|| format!("cannot create the WAL directory {}", wal_dir.display()))?;
+    }
+    let running = local::serve(Parts {
+        listener,
+        config: BrokerConfig {
+            node_id: me.id,
+            advertised_host: host,
+            advertised_port: port,
+            cluster_id: m.cluster_id.clone(),
+            auto_create_topics: m.serving.auto_create_topics,
+            default_partitions: m.serving.num_partitions,
+            max_request_bytes: m.serving.max_request_bytes,
+        },
+        cluster: cluster.clone(),
+        objects: m.objects,
+        storage: m.serving.storage_config(m.wal_mode, wal_dir, me.id),
+        partitions,
+        serving: m.serving,
+        metrics_listen: m.metrics_listen,
+        lease: Some(lease.clone()),
+    })
+    .await?;
+    tokio::spawn(leadership::follow(
+        cluster,
+        running.broker.storage.clone(),
+        lease,
+        me.id,
+        stop.clone(),
+    ));
+    let interrupted = CancellationToken::new();
+    if let Some((endpoint, every)) = &m.imds {
+        let imds = floe_spot::imds::Imds::new(endpoint)?;
+        tokio::spawn(watch_imds(imds, *every, interrupted.clone(), stop.clone()));
+    }
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.cancel();
+    });
+    tracing::info!(broker = me.id, %addr, objects = m.object_store, wal = ?m.wal_mode, "Floe broker is ready");
+    Ok(BrokerNode {
+        interrupted,
+        drain_budget: m.drain_budget,
+        broker: running.broker,
+        addr: running.addr,
+        health_addr: running.metrics_addr,
+        shutdown: running.shutdown,
+        server: running.server,
+    })
 }

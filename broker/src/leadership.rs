@@ -69,7 +69,7 @@ impl Lease {
     }
 
     /// A renewal sent at `sent` was granted for `lease`.
-    fn renewed(&self, sent: Instant, lease: Duration) {
+    pub(crate) fn renewed(&self, sent: Instant, lease: Duration) {
         let mut until = self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
         let new = sent + lease;
         // Renewals may complete out of order: never move the deadline back.

@@ -274,18 +274,23 @@ pub(crate) async fn serve(parts: Parts<'_>) -> anyhow::Result<Serving> {
     })
 }
 
-/// A running local node (used by the binary and by in-process tests).
+/// A running local node (used by the binary and by in-process tests): a
+/// one-voter controller quorum and one broker, in this process.
 pub struct LocalNode {
     pub broker: Arc<Broker>,
     pub addr: SocketAddr,
     /// Where /metrics, /healthz and /readyz are served.
     pub metrics_addr: SocketAddr,
-    shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    node: crate::broker_node::BrokerNode,
+    controller: floe_controller::grpc::node::RunningController,
 }
 
 impl LocalNode {
     pub async fn start(args: LocalArgs) -> anyhow::Result<LocalNode> {
+        use floe_controller::grpc::node::{self, Listeners, NodeConfig};
+        use floe_controller::grpc::service::LeaseConfig;
+        use floe_controller::raft::ControllerNode;
+
         args.serving.validate()?;
         check_advertised(args.advertised_listener.as_deref())?;
         let listener = bind(args.listen).await?;
@@ -293,70 +298,77 @@ impl LocalNode {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
         let data_dir = std::fs::canonicalize(&args.data_dir)?;
-        let cluster = Arc::new(Cluster::open(&data_dir.join("metadata")).with_context(|| {
-            format!(
-                "cannot open the metadata store in {}",
-                data_dir.join("metadata").display()
-            )
-        })?);
+        let controller_dir = data_dir.join("controller");
+        anyhow::ensure!(
+            controller_dir.exists() || !data_dir.join("metadata").exists(),
+            "{} holds metadata in the single-node store of an earlier Floe (metadata/), which this \
+             version replaced with a one-voter Raft quorum (controller/); start with a fresh \
+             --data-dir",
+            data_dir.display()
+        );
+        // The quorum listens on loopback only: nothing outside this process uses it.
+        let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+        let (raft_addr, api_addr) = listeners.addrs()?;
+        let me = ControllerNode::new(raft_addr.to_string(), api_addr.to_string());
+        // Nobody else votes: it can elect itself quickly after a restart.
+        let mut raft =
+            node::default_raft_config("floe-local").map_err(|e| anyhow::anyhow!("{e}"))?;
+        raft.heartbeat_interval = 50;
+        raft.election_timeout_min = 150;
+        raft.election_timeout_max = 300;
+        let raft = raft.validate()?;
+        let controller = node::start(
+            NodeConfig {
+                id: 0,
+                advertised: me.clone(),
+                initial_voters: std::collections::BTreeMap::from([(0, me)]),
+                data_dir: controller_dir,
+                raft,
+                bootstrap_grace: Duration::ZERO,
+                leases: LeaseConfig::default(),
+            },
+            listeners,
+        )
+        .await
+        .with_context(|| format!("cannot start the metadata quorum in {}", data_dir.display()))?;
         let url = args
             .object_store
             .clone()
             .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
         let objects = open_objects(&url).await?;
-        let (host, port) = advertised(args.advertised_listener.as_deref(), addr);
-        let config = BrokerConfig {
+        let node = crate::broker_node::start_member(crate::broker_node::Member {
             node_id: LOCAL_NODE_ID,
-            advertised_host: host.clone(),
-            advertised_port: port,
-            cluster_id: cluster_id(&data_dir)?,
-            auto_create_topics: args.serving.auto_create_topics,
-            default_partitions: args.serving.num_partitions,
-            max_request_bytes: args.serving.max_request_bytes,
-        };
-        // Registration bumps this broker's epoch: a restarted broker is a new incarnation.
-        cluster
-            .propose(floe_controller::model::Command::RegisterBroker {
-                id: LOCAL_NODE_ID,
-                host,
-                port,
-                rack: None,
-                volume_wal: args.wal_mode == WalMode::Volume,
-            })
-            .await
-            .context("cannot register the broker with the controller")?;
-        let partitions = cluster.partition_metas();
-        let running = serve(Parts {
             listener,
-            config,
-            cluster,
+            advertised_listener: args.advertised_listener.as_deref(),
+            controllers: vec![api_addr.to_string()],
             objects,
-            storage: args.serving.storage_config(
-                args.wal_mode,
-                data_dir.join("wal"),
-                LOCAL_NODE_ID,
-            ),
-            partitions,
+            object_store: &url,
+            wal_mode: args.wal_mode,
+            wal_dir: data_dir.join("wal"),
+            rack: None,
+            cluster_id: cluster_id(&data_dir)?,
             serving: &args.serving,
             metrics_listen: args.metrics_listen,
-            lease: None,
+            drain_budget: Duration::ZERO,
+            imds: None,
         })
         .await?;
         tracing::info!(%addr, data_dir = %data_dir.display(), objects = url, "Floe is ready");
         Ok(LocalNode {
-            broker: running.broker,
-            addr: running.addr,
-            metrics_addr: running.metrics_addr,
-            shutdown: running.shutdown,
-            server: running.server,
+            broker: node.broker.clone(),
+            addr: node.addr,
+            metrics_addr: node.health_addr,
+            node,
+            controller,
         })
     }
 
     /// Stop serving, upload everything that is durable, and return.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.server.await;
-        self.broker.storage.shutdown().await;
+        self.node.stop().await;
+        if let Err(e) = self.controller.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum shutdown");
+        }
     }
 }
 
