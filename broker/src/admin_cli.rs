@@ -32,6 +32,17 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// Brokers, the partitions each leads, and pending moves.
     Status,
+    /// Create a topic; its partitions spread over the least-loaded brokers.
+    CreateTopic {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic configs, `key=value` (e.g. retention.ms=3600000).
+        #[arg(long = "config", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+    },
+    /// Delete a topic and release its objects.
+    DeleteTopic { name: String },
     /// Move partitions: `TOPIC:PARTITION=BROKER`, or `TOPIC:*=BROKER` for all
     /// of a topic's partitions.
     Reassign {
@@ -73,6 +84,28 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 print_status(&status);
             }
             return Ok(());
+        }
+        AdminCommand::CreateTopic {
+            name,
+            partitions,
+            configs,
+        } => {
+            for (k, v) in configs {
+                crate::handler::config::validate_topic_config(k, v)
+                    .map_err(|e| anyhow::anyhow!("--config {k}={v}: {e}"))?;
+            }
+            let cmd = Command::CreateTopic {
+                name: name.clone(),
+                id: uuid::Uuid::new_v4(),
+                partitions: *partitions,
+                configs: configs.iter().cloned().collect(),
+                leader: -1,
+            };
+            return simple(&client, &cmd, args.json, &format!("created topic {name}")).await;
+        }
+        AdminCommand::DeleteTopic { name } => {
+            let cmd = Command::DeleteTopic { name: name.clone() };
+            return simple(&client, &cmd, args.json, &format!("deleted topic {name}")).await;
         }
         AdminCommand::Reassign { moves } => {
             let moves = mirror.read(|s| parse_moves(s, moves))?;
@@ -166,6 +199,37 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         bail!("{left} moves still pending after {} s", args.timeout_secs);
     }
     Ok(())
+}
+
+/// Proposes a command with no progress to follow.
+async fn simple(
+    client: &ControllerClient,
+    cmd: &Command,
+    json: bool,
+    done: &str,
+) -> anyhow::Result<()> {
+    let committed = client.propose(cmd).await?;
+    match committed.answer {
+        Ok(outcome) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "outcome": format!("{outcome:?}"), "index": committed.index })
+                );
+            } else {
+                println!("{done}");
+            }
+            Ok(())
+        }
+        Err(e) => bail!("refused: {e}"),
+    }
+}
+
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("write key=value, not {s:?}"))
 }
 
 fn progress(tty: bool, done: usize, total: usize, pending: usize, elapsed: Duration) {
