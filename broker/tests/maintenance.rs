@@ -40,7 +40,11 @@ async fn fixture(configs: BTreeMap<String, String>) -> Fixture {
         .unwrap();
     let objects =
         Objects::from_url(&format!("file://{}", dir.path().join("objects").display())).unwrap();
-    let cfg = records::small_config(WalMode::Volume, dir.path().join("wal"));
+    let mut cfg = records::small_config(WalMode::Volume, dir.path().join("wal"));
+    // Only `fill`'s flushes upload: a timed upload between the appends of
+    // one round (a loaded machine) would split it into two objects.
+    cfg.upload_interval = std::time::Duration::from_secs(3600);
+    cfg.upload_bytes = 64 << 20;
     let storage = Storage::open(
         cfg,
         objects.clone(),
