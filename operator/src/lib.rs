@@ -55,10 +55,21 @@
 //! ([`endpoints`]); `reclaimPolicy: Delete` deletes through S3
 //! ([`reclaim::S3Reclaimer`]). TLS is rustls on ring (no aws-lc-sys).
 //!
+//! # Spot interruptions
+//!
+//! [`spot`] runs `floe-spot`'s node watcher for every KafkaCluster: Nodes,
+//! broker Pods and broker PodDisruptionBudgets are watched (one set of
+//! reflectors per process) into one `floe_spot::ClusterView` per cluster,
+//! and the brokers on a node that is going (Node Termination Handler or
+//! Karpenter taint, cordon, deletion) are drained through
+//! [`admin::ClusterAdmin::drain`] within the budget, with an Event and
+//! `floe_operator_spot_drains_total{reason}`. Only the leader runs it
+//! (`--spot-watch`, default on); `tests/spot_drain.rs` runs it against the
+//! fake API server. See docs/spot.md.
+//!
 //! # What comes next
 //!
-//! - Rolling changes one broker at a time, each drained first, and spot
-//!   interruptions (node taints) draining the broker on that node; moving
+//! - Rolling changes one broker at a time, each drained first; moving
 //!   brokers between the on-demand and spot StatefulSets (turning spot on or
 //!   off) is not drained yet.
 //!
