@@ -233,6 +233,12 @@ async fn a_doomed_node_without_the_clusters_brokers_drains_nothing() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(r.drains().is_empty(), "drained {:?}", r.drains());
     assert!(!fake.event_reasons().contains(&"SpotDrain".to_string()));
+    // The watcher was live all along: a taint on node b drains broker 1,
+    // and node d still drains nothing.
+    taint(&fake, "b", taints::NTH_SPOT_ITN);
+    eventually("a drain", || (!r.drains().is_empty()).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.drains(), vec![vec![1]]);
     r.stop().await;
 }
 
