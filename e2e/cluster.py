@@ -1198,3 +1198,305 @@ if pytest is not None:
                     c.force_kill()
             if problems:
                 pytest.fail("cluster teardown:\n" + "\n".join(problems), pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# partition moves (`floe admin`) and a consumer group under load
+# (test_cluster_reassign.py, bench/reassign.py)
+
+
+class AdminFailed(AssertionError):
+    pass
+
+
+def floe_admin(cluster: "Cluster | str", *args: str, timeout: float = 120.0, binary: Path | None = None,
+               timeout_secs: int | None = None) -> dict:
+    """`floe admin --controllers ... --json ARGS`: the parsed JSON line it prints.
+
+    `cluster` is a Cluster or a comma-separated list of controller metadata
+    addresses.  Raises AdminFailed (with stdout/stderr) on a non-zero exit,
+    a timeout or output that is not one JSON object.
+    """
+    import json as _json
+
+    if isinstance(cluster, Cluster):
+        controllers, binary = cluster.quorum.controllers_arg, binary or cluster.binary
+    else:
+        controllers = cluster
+    cmd = [str(binary or floe_binary()), "admin", "--controllers", controllers, "--json"]
+    if timeout_secs is not None:
+        cmd += ["--timeout-secs", str(timeout_secs)]
+    cmd += [str(a) for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOE_")}
+    env.setdefault("NO_COLOR", "1")
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AdminFailed(f"`{' '.join(cmd)}` did not finish within {timeout}s; stderr: {e.stderr!r}") from None
+    line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.strip().startswith("{")), None)
+    if r.returncode != 0 or line is None:
+        raise AdminFailed(f"`{' '.join(cmd)}` exited {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}")
+    try:
+        return _json.loads(line)
+    except ValueError:
+        raise AdminFailed(f"`{' '.join(cmd)}` printed no JSON: {r.stdout[-2000:]!r}") from None
+
+
+def partition_leaders(bootstrap: str, topic: str, timeout: float = 5) -> dict[int, tuple[int, int]]:
+    """partition -> (leader, leader epoch), from Metadata asked of the first broker of `bootstrap`."""
+    return {p: (i.leader, i.leader_epoch) for p, i in metadata(bootstrap, [topic], timeout).topics.get(topic, {}).items()}
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.05) -> float:
+    """Polls pred() until it returns True (exceptions count as "not yet"); returns when (monotonic)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except Exception as e:
+            last = repr(e)
+        if last is True:
+            return time.monotonic()
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})")
+
+
+def first_ack_after(acks: list[Ack], t: float, partition: int) -> Ack | None:
+    """The first ack on `partition` that arrived after `t` (acks in arrival order)."""
+    for a in acks:
+        if a.partition == partition and a.at > t:
+            return a
+    return None
+
+
+def ack_gap_around(acks: list[Ack], partition: int, t: float, until: float) -> float | None:
+    """The longest wait between consecutive acks on `partition` from the last ack
+    at or before `t` up to the first ack after `until`: the producer-visible
+    unavailability of a move requested at `t` that the tool reported done at
+    `until`.  None if there is no ack on either side."""
+    times = [a.at for a in acks if a.partition == partition]
+    before = [x for x in times if x <= t]
+    after = [x for x in times if x > until]
+    if not before or not after:
+        return None
+    window = [x for x in times if before[-1] <= x <= after[0]]
+    return max(b - a for a, b in zip(window, window[1:]))
+
+
+@dataclass
+class GroupRecord:
+    member: int
+    session: int  # per member: incremented on every assignment (on_assign)
+    partition: int
+    offset: int
+    value: bytes
+    at: float
+
+
+class GroupConsumerLoad:
+    """`members` confluent-kafka consumers in one group (subscribe(), eager
+    rebalancing, enable.auto.commit=False, a synchronous commit after every
+    non-empty batch: at-least-once), each in its own thread, recording every
+    record it gets with its assignment session."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, members: int = 2, **conf):
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self.conf = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+            "socket.timeout.ms": 10000,
+            "topic.metadata.refresh.interval.ms": 1000,
+            "log_level": 3,
+        }
+        self.conf.update(conf)
+        self.records: list[GroupRecord] = []
+        self.assignments: list[tuple[float, int, int, list[int]]] = []  # (at, member, session, partitions)
+        self.revocations: list[tuple[float, int, int, str]] = []  # (at, member, session, "revoke"|"lost")
+        self.commit_errors: list[tuple[float, int, str]] = []
+        self.consume_errors: list[tuple[float, int, str]] = []
+        self.client_errors: list[tuple[float, int, str, bool]] = []
+        self.commits = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(m,), name=f"group-member-{m}", daemon=True)
+                         for m in range(members)]
+        self.exceptions: list[str] = []
+
+    def start(self) -> "GroupConsumerLoad":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self, member: int) -> None:
+        from confluent_kafka import Consumer, KafkaError, KafkaException
+
+        session = [0]
+        conf = dict(self.conf)
+        conf["error_cb"] = lambda err: self.client_errors.append((time.monotonic(), member, str(err), bool(err.fatal())))
+        conf["client.id"] = f"{self.group}-m{member}"
+
+        def on_assign(consumer, parts):
+            session[0] += 1
+            with self._lock:
+                self.assignments.append((time.monotonic(), member, session[0], sorted(p.partition for p in parts)))
+
+        def on_revoke(consumer, parts):
+            with self._lock:
+                self.revocations.append((time.monotonic(), member, session[0], "revoke"))
+
+        def on_lost(consumer, parts):
+            with self._lock:
+                self.revocations.append((time.monotonic(), member, session[0], "lost"))
+
+        c = Consumer(conf)
+        try:
+            c.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+            while not self._stop.is_set():
+                msgs = c.consume(num_messages=1000, timeout=0.2)
+                got = False
+                now = time.monotonic()
+                batch = []
+                for m in msgs:
+                    if m.error():
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            self.consume_errors.append((now, member, str(m.error())))
+                        continue
+                    batch.append(GroupRecord(member, session[0], m.partition(), m.offset(), m.value(), now))
+                    got = True
+                if batch:
+                    with self._lock:
+                        self.records.extend(batch)
+                if got:
+                    try:
+                        c.commit(asynchronous=False)
+                        self.commits += 1
+                    except KafkaException as e:
+                        self.commit_errors.append((time.monotonic(), member, str(e)))
+        except Exception as e:  # recorded, the check fails on it
+            import traceback
+            self.exceptions.append(f"member {member}: {traceback.format_exc()}")
+        finally:
+            try:
+                c.close()
+            except Exception as e:
+                self.exceptions.append(f"member {member}: close: {e!r}")
+
+    def values(self) -> set[bytes]:
+        with self._lock:
+            return {r.value for r in self.records}
+
+    def snapshot(self) -> list[GroupRecord]:
+        with self._lock:
+            return list(self.records)
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self._threads), "a group consumer thread did not finish"
+
+    def summary(self) -> str:
+        recs = self.snapshot()
+        uniq = len({(r.partition, r.offset) for r in recs})
+        return (f"group {self.group}: {len(recs)} records delivered ({uniq} distinct offsets, "
+                f"{len(recs) - uniq} redelivered), {len(self.assignments)} assignments, "
+                f"{len(self.revocations)} revocations, {self.commits} commits, "
+                f"{len(self.commit_errors)} commit errors, {len(self.consume_errors)} consume errors, "
+                f"{len(self.client_errors)} client errors")
+
+
+def check_group(acks: list[Ack], group: GroupConsumerLoad, consumed: dict[int, list[Record]] | None = None) -> str:
+    """The consumer-group check (at-least-once): raises AssertionError listing what is wrong.
+
+    - every acknowledged record was delivered to the group at least once;
+    - every delivery is the record the log holds at that partition and offset
+      (the acknowledged one, and the one `consumed` - consume_all() - read);
+    - per member, assignment session and partition, offsets strictly increase
+      (so a record delivered twice was delivered in two different sessions:
+      a redelivery from the last committed offset after a rebalance);
+    - no fatal client error and no exception in a member thread.
+    Returns a summary with the number of redeliveries.
+    """
+    problems = list(group.exceptions)
+    problems += [f"fatal client error (member {m}): {e}" for _, m, e, fatal in group.client_errors if fatal]
+    recs = group.snapshot()
+    acked_at = {(a.partition, a.offset): a.value for a in acks}
+    log_at = {(p, r.offset): r.value for p, rs in (consumed or {}).items() for r in rs}
+    delivered = {r.value for r in recs}
+    missing = [a for a in acks if a.value not in delivered]
+    if missing:
+        problems.append(f"{len(missing)} acknowledged records never delivered to the group, first: "
+                        + ", ".join(f"{a.value!r}@{a.partition}/{a.offset}" for a in missing[:10]))
+    wrong = 0
+    for r in recs:
+        want = acked_at.get((r.partition, r.offset), log_at.get((r.partition, r.offset)))
+        if want is not None and want != r.value:
+            wrong += 1
+            if wrong <= 10:
+                problems.append(f"group got {r.value!r} at {r.partition}/{r.offset}, the log holds {want!r}")
+    last: dict[tuple[int, int, int], int] = {}
+    backwards = 0
+    gaps = 0
+    for r in recs:  # in delivery order per member (one thread appends per member)
+        key = (r.member, r.session, r.partition)
+        prev = last.get(key)
+        if prev is not None and r.offset <= prev:
+            backwards += 1
+            if backwards <= 10:
+                problems.append(f"member {r.member} session {r.session} partition {r.partition}: "
+                                f"offset {r.offset} after {prev}")
+        elif prev is not None and r.offset != prev + 1:
+            gaps += 1
+        last[key] = r.offset
+    if problems:
+        raise AssertionError("group check failed:\n  " + "\n  ".join(problems[:60]))
+    uniq = len({(r.partition, r.offset) for r in recs})
+    return (f"group check ok: all {len(acks)} acknowledged records delivered to the group; {len(recs)} deliveries, "
+            f"{len(recs) - uniq} redeliveries (all across sessions), {gaps} in-session offset jumps, "
+            f"{len({(r.member, r.session) for r in recs})} member sessions")
+
+
+def find_coordinator(bootstrap: str, group: str, timeout: float = 5) -> tuple[int, int]:
+    """(error code, node id) of a raw FindCoordinator v0 for `group`, asked of the first broker of `bootstrap`."""
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    body = struct.pack(">hhi", 10, 0, 1) + _kstr("floe-e2e") + _kstr(group)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(struct.pack(">i", len(body)) + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed during FindCoordinator response")
+            buf += chunk
+    corr, err, node = struct.unpack_from(">ihi", buf, 4)
+    assert corr == 1, corr
+    return err, node
+
+
+def ack_gap_stats(acks: list[Ack], exclude: list[tuple[float, float]] = ()) -> dict:
+    """Waits between consecutive acks on each partition, leaving out those that
+    overlap a (start, end) window of `exclude`: the producer's baseline to
+    compare a move's unavailability with.  p50/p99/max in ms."""
+    by: dict[int, list[float]] = {}
+    for a in acks:
+        by.setdefault(a.partition, []).append(a.at)
+    gaps = []
+    for ts in by.values():
+        for x, y in zip(ts, ts[1:]):
+            if not any(x <= e and y >= s for s, e in exclude):
+                gaps.append(y - x)
+    gaps.sort()
+    if not gaps:
+        return {}
+
+    def q(p):
+        return round(1000 * gaps[min(len(gaps) - 1, int(p / 100 * (len(gaps) - 1) + 0.5))], 1)
+
+    return {"p50_ms": q(50), "p99_ms": q(99), "max_ms": q(100), "n": len(gaps)}
