@@ -54,7 +54,8 @@ EXPECTED_CLUSTER_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "serviceaccounts"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
+    ("", "nodes"): {"list", "watch"},
     ("", "secrets"): {"get", "list", "watch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -15,7 +15,7 @@ use floe_operator::controller::{self, Context};
 use floe_operator::lease::{run_elected, LeaderElector, LeaseConfig};
 use floe_operator::metrics::Metrics;
 use floe_operator::reclaim::S3Reclaimer;
-use floe_operator::spot::{self, SpotConfig, SpotContext, SpotMetrics};
+use floe_operator::spot::{self, SpotConfig, SpotContext};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
@@ -147,8 +147,7 @@ async fn main() -> anyhow::Result<()> {
             client: client.clone(),
             admin: admin.clone(),
             recorder: Some(recorder.clone()),
-            // Not on /metrics yet: `Metrics` keeps its registry to itself.
-            metrics: SpotMetrics::new(),
+            metrics: metrics.spot.clone(),
             config: SpotConfig {
                 interval: Duration::from_secs(config.spot_interval_secs.max(1)),
                 ..SpotConfig::default()

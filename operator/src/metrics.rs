@@ -46,6 +46,8 @@ pub struct Metrics {
     reconcile_seconds: Histogram,
     leader: Gauge,
     ready: AtomicBool,
+    /// The spot watchers' counters, served with the rest.
+    pub spot: crate::spot::SpotMetrics,
 }
 
 impl Default for Metrics {
@@ -76,7 +78,10 @@ impl Metrics {
             "1 while this replica holds the leader Lease and runs the controller",
             leader.clone(),
         );
+        let spot = crate::spot::SpotMetrics::new();
+        spot.register(&mut registry);
         Metrics {
+            spot,
             registry,
             reconciles,
             reconcile_seconds,
@@ -125,5 +130,22 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn the_spot_drain_counter_is_served_with_the_rest() {
+        let m = Metrics::new();
+        m.spot.drained("spot-interruption");
+        let text = m.render();
+        assert!(
+            text.contains("floe_operator_spot_drains_total{reason=\"spot-interruption\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("floe_operator_leader"), "{text}");
     }
 }
