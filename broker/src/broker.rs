@@ -37,6 +37,26 @@ pub struct Broker {
     pub lease: Option<Arc<crate::leadership::Lease>>,
 }
 
+/// Lets the next request of a connection start once this one reached its
+/// ordering point (see `server.rs`): opened explicitly by a handler that
+/// has one (produce, once offsets are assigned), or when dropped at the end
+/// of the request.
+#[derive(Debug, Default)]
+pub struct OrderGate(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl OrderGate {
+    pub fn new() -> (OrderGate, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (OrderGate(Some(tx)), rx)
+    }
+
+    pub fn open(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Broker {
     /// Whether a write may be acknowledged now: always in the local mode;
     /// in a cluster only while the controller lease is valid, so that a
@@ -75,14 +95,20 @@ impl Broker {
         &self,
         req: RawRequest,
         peer: &str,
+        gate: OrderGate,
     ) -> Result<Option<Bytes>, DispatchError> {
         let api = api::name(req.api_key);
-        let result = self.handle(req, peer).await;
+        let result = self.handle(req, peer, gate).await;
         self.metrics.request(api, result.is_ok());
         result
     }
 
-    async fn handle(&self, req: RawRequest, peer: &str) -> Result<Option<Bytes>, DispatchError> {
+    async fn handle(
+        &self,
+        req: RawRequest,
+        peer: &str,
+        gate: OrderGate,
+    ) -> Result<Option<Bytes>, DispatchError> {
         let api = req.api_key;
         let version = req.header.request_api_version;
         let correlation_id = req.header.correlation_id;
@@ -130,7 +156,7 @@ impl Broker {
             }
             RequestKind::Produce(r) => {
                 let acks = r.acks;
-                let resp = handler::produce::produce(self, r, version).await;
+                let resp = handler::produce::produce(self, r, version, gate).await;
                 if acks == 0 {
                     return Ok(None);
                 }

@@ -174,6 +174,52 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// An append whose offsets are assigned; [`PendingAppend::durable`] waits
+/// until it is durable (WAL fsync, or upload and index commit).
+pub struct PendingAppend {
+    partition: Arc<Partition>,
+    base: i64,
+    end: i64,
+    duplicate: bool,
+    /// `volume` mode, new data: the WAL write's outcome.
+    wal_outcome: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+}
+
+impl PendingAppend {
+    pub async fn durable(self) -> Result<Appended, AppendError> {
+        let p = self.partition;
+        if let Some(outcome) = self.wal_outcome {
+            match outcome.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(AppendError::Storage(e)),
+                Err(_) => return Err(AppendError::Storage("WAL completion task stopped".into())),
+            }
+        } else {
+            // Object mode, or a retried batch: wait until `end` is durable.
+            let mut hw = p.hw.subscribe();
+            loop {
+                if *hw.borrow_and_update() >= self.end {
+                    break;
+                }
+                // A fenced partition still uploads what it accepted (fence
+                // flushes), so keep waiting; a removed one never will.
+                if p.lock().removed {
+                    return Err(AppendError::UnknownPartition);
+                }
+                if hw.changed().await.is_err() {
+                    return Err(AppendError::ShuttingDown);
+                }
+            }
+        }
+        let log_start = p.lock().log_start;
+        Ok(Appended {
+            base_offset: self.base,
+            log_start_offset: log_start,
+            duplicate: self.duplicate,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermarks {
     pub log_start: i64,
@@ -326,6 +372,19 @@ impl Storage {
 
     /// Append a produce request's record set; returns once durable.
     pub async fn append(&self, id: PartitionId, records: &[u8]) -> Result<Appended, AppendError> {
+        self.begin_append(id, records).await?.durable().await
+    }
+
+    /// The ordered half of an append: validates the batches, waits for
+    /// upload room, assigns offsets (and submits them to the WAL) under the
+    /// partition lock. Appends begun in some order get offsets in that
+    /// order; waiting for durability ([`PendingAppend::durable`]) can then
+    /// overlap with later appends. Dropping the result does not undo it.
+    pub async fn begin_append(
+        &self,
+        id: PartitionId,
+        records: &[u8],
+    ) -> Result<PendingAppend, AppendError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(AppendError::ShuttingDown);
         }
@@ -377,10 +436,10 @@ impl Storage {
                 })
             }
         };
-        if let Some(rx) = durable {
-            // The watermark is raised by a task of its own, so a caller that
-            // gives up (timeout, disconnect) cannot leave the partition's
-            // high watermark behind data that is already durable.
+        // The watermark is raised by a task of its own, so a caller that
+        // gives up (timeout, disconnect) cannot leave the partition's high
+        // watermark behind data that is already durable.
+        let wal_outcome = durable.map(|rx| {
             let part = p.clone();
             let (done, outcome) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
@@ -394,33 +453,14 @@ impl Storage {
                 };
                 let _ = done.send(result);
             });
-            match outcome.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(AppendError::Storage(e)),
-                Err(_) => return Err(AppendError::Storage("WAL completion task stopped".into())),
-            }
-        } else {
-            // Object mode, or a retried batch: wait until `end` is durable.
-            let mut hw = p.hw.subscribe();
-            loop {
-                if *hw.borrow_and_update() >= end {
-                    break;
-                }
-                // A fenced partition still uploads what it accepted (fence
-                // flushes), so keep waiting; a removed one never will.
-                if p.lock().removed {
-                    return Err(AppendError::UnknownPartition);
-                }
-                if hw.changed().await.is_err() {
-                    return Err(AppendError::ShuttingDown);
-                }
-            }
-        }
-        let log_start = p.lock().log_start;
-        Ok(Appended {
-            base_offset: base,
-            log_start_offset: log_start,
+            outcome
+        });
+        Ok(PendingAppend {
+            partition: p,
+            base,
+            end,
             duplicate,
+            wal_outcome,
         })
     }
 

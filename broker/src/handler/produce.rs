@@ -36,8 +36,41 @@ fn append_error(e: &AppendError) -> ResponseError {
     }
 }
 
-pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceResponse {
-    let mut r = ProduceResponse::default();
+/// One partition of a produce request after the ordered phase.
+enum Slot {
+    /// Answered already (refused, or failed before offsets were assigned).
+    Done(PartitionProduceResponse),
+    /// Not led here (fenced for a move, moved, or the lease lapsed): answered
+    /// NOT_LEADER_OR_FOLLOWER once the metadata names the new leader, so the
+    /// client's refresh finds it.
+    NotLeader {
+        out: PartitionProduceResponse,
+        id: floe_controller::model::PartitionId,
+    },
+    /// Offsets assigned; waiting for durability.
+    Pending {
+        out: PartitionProduceResponse,
+        pending: crate::storage::PendingAppend,
+        bytes: usize,
+    },
+}
+
+fn fail(out: &mut PartitionProduceResponse, e: ResponseError, msg: String) {
+    out.error_code = code(e);
+    out.error_message = Some(str_bytes(msg));
+}
+
+/// Produce in two phases. First every partition's batches get their offsets
+/// (in request order relative to the connection's earlier produce requests);
+/// then `gate` opens, letting the connection's next request start, and this
+/// one waits for durability. So a client pipelining produce requests has
+/// them appended in order while their uploads and fsyncs overlap.
+pub async fn produce(
+    b: &Broker,
+    req: ProduceRequest,
+    _version: i16,
+    mut gate: crate::broker::OrderGate,
+) -> ProduceResponse {
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     // acks=0 has nobody to tell about a timeout: let those appends finish.
@@ -47,6 +80,8 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
         req.timeout_ms.clamp(1, 300_000)
     };
     let timeout = std::time::Duration::from_millis(timeout_ms as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let topic = b.cluster.route(t.name.0.as_str());
         let max_message = topic.map_or(usize::MAX, |t| t.max_message_bytes);
@@ -58,17 +93,13 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                 out.base_offset = -1;
                 out.log_append_time_ms = -1;
                 out.log_start_offset = -1;
-                let fail = |out: &mut PartitionProduceResponse, e: ResponseError, msg: String| {
-                    out.error_code = code(e);
-                    out.error_message = Some(str_bytes(msg));
-                };
                 let Some(id) = id else {
                     fail(
                         &mut out,
                         ResponseError::UnknownTopicOrPartition,
                         "unknown topic or partition".into(),
                     );
-                    return out;
+                    return Slot::Done(out);
                 };
                 if bad_acks {
                     fail(
@@ -76,7 +107,7 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                         ResponseError::InvalidRequiredAcks,
                         "acks must be -1, 0 or 1".into(),
                     );
-                    return out;
+                    return Slot::Done(out);
                 }
                 if transactional {
                     fail(
@@ -84,11 +115,11 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                         ResponseError::TransactionalIdAuthorizationFailed,
                         "transactions are not supported yet".into(),
                     );
-                    return out;
+                    return Slot::Done(out);
                 }
                 let Some(records) = p.records else {
                     fail(&mut out, ResponseError::CorruptMessage, "no records".into());
-                    return out;
+                    return Slot::Done(out);
                 };
                 if records.len() > max_message.saturating_add(crate::protocol::batch::LOG_OVERHEAD)
                 {
@@ -100,7 +131,7 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                             records.len()
                         ),
                     );
-                    return out;
+                    return Slot::Done(out);
                 }
                 if !b.may_acknowledge() {
                     fail(
@@ -108,51 +139,152 @@ pub async fn produce(b: &Broker, req: ProduceRequest, _version: i16) -> ProduceR
                         ResponseError::NotLeaderOrFollower,
                         "this broker's controller lease lapsed; it accepts no writes".into(),
                     );
-                    return out;
+                    return Slot::Done(out);
                 }
-                // Kafka's produce timeout: past it the client hears REQUEST_TIMED_OUT
-                // (the append may still complete, exactly as in Kafka).
-                let appended = tokio::time::timeout(timeout, b.storage.append(id, &records)).await;
-                let Ok(appended) = appended else {
-                    fail(
-                        &mut out,
-                        ResponseError::RequestTimedOut,
-                        format!("not durable within {timeout:?}"),
-                    );
-                    return out;
-                };
-                match appended {
-                    // Durable, but the lease lapsed meanwhile: the partition may
-                    // already be someone else's, so this broker must not say so.
-                    Ok(_) if !b.may_acknowledge() => fail(
-                        &mut out,
-                        ResponseError::NotLeaderOrFollower,
-                        "this broker's controller lease lapsed before the write could be acknowledged".into(),
-                    ),
-                    Ok(a) => {
-                        if !a.duplicate {
-                            b.metrics.produce_bytes.inc_by(records.len() as u64);
-                            b.metrics.produce_records_batches.inc();
-                        }
-                        out.base_offset = a.base_offset;
-                        out.log_start_offset = a.log_start_offset;
+                let begun =
+                    tokio::time::timeout_at(deadline, b.storage.begin_append(id, &records)).await;
+                match begun {
+                    Err(_) => {
+                        fail(
+                            &mut out,
+                            ResponseError::RequestTimedOut,
+                            format!("not appended within {timeout:?}"),
+                        );
+                        Slot::Done(out)
                     }
-                    Err(e) => {
-                        if matches!(e, AppendError::Storage(_)) {
-                            tracing::error!(error = %e, "append failed");
-                        }
+                    Ok(Err(e)) => {
                         fail(&mut out, append_error(&e), e.to_string());
+                        if matches!(e, AppendError::Fenced | AppendError::UnknownPartition) {
+                            Slot::NotLeader { out, id }
+                        } else {
+                            Slot::Done(out)
+                        }
                     }
+                    Ok(Ok(pending)) => Slot::Pending {
+                        out,
+                        pending,
+                        bytes: records.len(),
+                    },
                 }
-                out
             }
         });
+        let slots = join_all(futures).await;
+        topics.push((t.name, slots));
+    }
+    // Every partition has its offsets: the next request may start.
+    gate.open();
+    let mut r = ProduceResponse::default();
+    let leaders = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let leaders = &leaders;
+    for (name, slots) in topics {
+        let futures = slots.into_iter().map(|slot| async move {
+            let (mut out, pending, bytes) = match slot {
+                Slot::Done(out) => return out,
+                Slot::NotLeader { mut out, id } => {
+                    if let Some((leader, epoch)) = new_leader(b, id).await {
+                        out.current_leader.leader_id = kafka_protocol::messages::BrokerId(leader);
+                        out.current_leader.leader_epoch = epoch;
+                        leaders
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(leader);
+                    }
+                    return out;
+                }
+                Slot::Pending {
+                    out,
+                    pending,
+                    bytes,
+                } => (out, pending, bytes),
+            };
+            // Kafka's produce timeout: past it the client hears REQUEST_TIMED_OUT
+            // (the append may still complete, exactly as in Kafka).
+            let Ok(appended) = tokio::time::timeout_at(deadline, pending.durable()).await else {
+                fail(
+                    &mut out,
+                    ResponseError::RequestTimedOut,
+                    format!("not durable within {timeout:?}"),
+                );
+                return out;
+            };
+            match appended {
+                // Durable, but the lease lapsed meanwhile: the partition may
+                // already be someone else's, so this broker must not say so.
+                Ok(_) if !b.may_acknowledge() => fail(
+                    &mut out,
+                    ResponseError::NotLeaderOrFollower,
+                    "this broker's controller lease lapsed before the write could be acknowledged"
+                        .into(),
+                ),
+                Ok(a) => {
+                    if !a.duplicate {
+                        b.metrics.produce_bytes.inc_by(bytes as u64);
+                        b.metrics.produce_records_batches.inc();
+                    }
+                    out.base_offset = a.base_offset;
+                    out.log_start_offset = a.log_start_offset;
+                }
+                Err(e) => {
+                    if matches!(e, AppendError::Storage(_)) {
+                        tracing::error!(error = %e, "append failed");
+                    }
+                    fail(&mut out, append_error(&e), e.to_string());
+                }
+            }
+            out
+        });
         let mut tr = TopicProduceResponse::default();
-        tr.name = t.name;
+        tr.name = name;
         tr.partition_responses = join_all(futures).await;
         r.responses.push(tr);
     }
+    // KIP-951 (v10+): where the partitions that moved are led now.
+    let leaders = leaders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !leaders.is_empty() {
+        r.node_endpoints = b
+            .cluster
+            .live_brokers()
+            .into_iter()
+            .filter(|l| leaders.contains(&l.id))
+            .map(|l| {
+                let mut e = kafka_protocol::messages::produce_response::NodeEndpoint::default();
+                e.node_id = kafka_protocol::messages::BrokerId(l.id);
+                e.host = str_bytes(l.host);
+                e.port = l.port;
+                e.rack = l.rack.map(str_bytes);
+                e
+            })
+            .collect();
+    }
     r
+}
+
+/// How long a NOT_LEADER_OR_FOLLOWER answer waits for the metadata to name
+/// the partition's next leader (a move completes in milliseconds).
+const NEW_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The partition's leader and epoch once it is a live broker other than
+/// this one, waiting up to [`NEW_LEADER_WAIT`] for a move to complete.
+async fn new_leader(b: &Broker, id: floe_controller::model::PartitionId) -> Option<(i32, i32)> {
+    let me = b.config.node_id;
+    let look = || {
+        b.cluster.read(|s| {
+            let p = s.partition(id)?;
+            let live = s.brokers.get(&p.leader).is_some_and(|l| !l.fenced);
+            (p.leader != me && live).then_some((p.leader, p.leader_epoch))
+        })
+    };
+    let mut changes = b.cluster.mirror()?.subscribe();
+    let deadline = tokio::time::Instant::now() + NEW_LEADER_WAIT;
+    loop {
+        if let Some(found) = look() {
+            return Some(found);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
 }
 
 /// Producer ids are allocated from the controller in blocks.

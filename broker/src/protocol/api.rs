@@ -7,7 +7,7 @@ use kafka_protocol::messages::ApiKey;
 /// (API, lowest, highest version we implement). Clipped at start-up to what
 /// the codec supports; see [`supported`].
 const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 10),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
