@@ -65,6 +65,21 @@ struct Config {
     /// (the nodes themselves are watched, so a look costs no API call).
     #[arg(long, env = "FLOE_OPERATOR_SPOT_INTERVAL", default_value_t = 2)]
     spot_interval_secs: u64,
+    /// Also poll the EC2 API (spot requests, instance state, scheduled
+    /// events) for the instances behind the brokers' nodes. Credentials and
+    /// region come from the standard AWS chain.
+    #[cfg(feature = "ec2")]
+    #[arg(long, env = "FLOE_OPERATOR_EC2_WATCH", default_value_t = false, action = clap::ArgAction::Set)]
+    ec2_watch: bool,
+    /// EC2 endpoint override (an EC2-compatible endpoint, or a test server).
+    #[cfg(feature = "ec2")]
+    #[arg(long, env = "FLOE_OPERATOR_EC2_ENDPOINT")]
+    ec2_endpoint: Option<String>,
+    /// Seconds between two EC2 polls per cluster (API calls count against the
+    /// account's rate limits).
+    #[cfg(feature = "ec2")]
+    #[arg(long, env = "FLOE_OPERATOR_EC2_INTERVAL", default_value_t = 10)]
+    ec2_interval_secs: u64,
 }
 
 impl Config {
@@ -142,8 +157,27 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     let admin = Arc::new(GrpcConnector::default());
+    #[allow(unused_mut)]
+    let mut extra_sources: Vec<spot::SourceFactory> = Vec::new();
+    #[cfg(feature = "ec2")]
+    if config.spot_watch && config.ec2_watch {
+        let ec2 = floe_spot::ec2::client(&floe_spot::ec2::Ec2Config {
+            endpoint: config.ec2_endpoint.clone(),
+            region: None,
+        })
+        .await;
+        let every = Duration::from_secs(config.ec2_interval_secs.max(1));
+        tracing::info!(?every, "spot: polling the EC2 API too");
+        extra_sources.push(Arc::new(move |view| {
+            Box::new(spot::Throttled::new(
+                floe_spot::ec2::Ec2Source::new(ec2.clone(), view),
+                every,
+            ))
+        }));
+    }
     let spot = config.spot_watch.then(|| {
         Arc::new(SpotContext {
+            extra_sources,
             client: client.clone(),
             admin: admin.clone(),
             recorder: Some(recorder.clone()),

@@ -30,6 +30,7 @@ use floe_spot::node::node_signals;
 use floe_spot::plan::broker_pods;
 use floe_spot::respond::DEFAULT_HORIZON;
 use floe_spot::signal::most_urgent;
+use floe_spot::watcher::{Notice, Source};
 use floe_spot::{
     BrokerId, Budget, ClusterView, DrainError, DrainSink, NodeSource, Responder, Watcher,
 };
@@ -144,6 +145,70 @@ pub struct SpotContext {
     pub metrics: SpotMetrics,
     /// Timings.
     pub config: SpotConfig,
+    /// Interruption sources besides the Node objects, made per cluster from
+    /// its view (the EC2 API with the `ec2` feature).
+    pub extra_sources: Vec<SourceFactory>,
+}
+
+/// Makes one cluster's extra interruption source from its view.
+pub type SourceFactory =
+    Arc<dyn Fn(watch::Receiver<Arc<ClusterView>>) -> Box<dyn Source> + Send + Sync>;
+
+/// A boxed source, as a source.
+struct Boxed(Box<dyn Source>);
+
+impl Source for Boxed {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn poll(
+        &mut self,
+        now: SystemTime,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<Notice>, floe_spot::watcher::PollError>> {
+        self.0.poll(now)
+    }
+}
+
+/// Polls `inner` at most once per `every` and answers its last notices in
+/// between: the watcher looks every couple of seconds, which is right for
+/// Node objects (memory) but too often for a rate-limited cloud API.
+pub struct Throttled<S> {
+    inner: S,
+    every: Duration,
+    next: Option<std::time::Instant>,
+    last: Vec<Notice>,
+}
+
+impl<S: Source> Throttled<S> {
+    pub fn new(inner: S, every: Duration) -> Throttled<S> {
+        Throttled {
+            inner,
+            every,
+            next: None,
+            last: Vec::new(),
+        }
+    }
+}
+
+impl<S: Source> Source for Throttled<S> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn poll(
+        &mut self,
+        now: SystemTime,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<Notice>, floe_spot::watcher::PollError>> {
+        Box::pin(async move {
+            let due = self.next.is_none_or(|n| std::time::Instant::now() >= n);
+            if due {
+                self.next = Some(std::time::Instant::now() + self.every);
+                self.last = self.inner.poll(now).await?;
+            }
+            Ok(self.last.clone())
+        })
+    }
 }
 
 /// The label selector of every broker pod and broker PDB the operator made.
@@ -476,8 +541,11 @@ fn sync(
             None => {
                 let (tx, rx) = watch::channel(view);
                 let token = cancel.child_token();
-                let watcher =
+                let mut watcher =
                     Watcher::new(ctx.config.interval).with_source(NodeSource::new(rx.clone()));
+                for make in &ctx.extra_sources {
+                    watcher = watcher.with_source(Boxed(make(rx.clone())));
+                }
                 let sink = AdminSink::new(ctx.clone(), clusters.clone(), key.clone(), rx.clone());
                 let responder =
                     Responder::new(&cluster.name_any(), sink).with_horizon(ctx.config.horizon);
@@ -513,6 +581,48 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Counts its polls; answers one notice per poll.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Source for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn poll(
+            &mut self,
+            now: SystemTime,
+        ) -> futures::future::BoxFuture<'_, Result<Vec<Notice>, floe_spot::watcher::PollError>>
+        {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(vec![Notice {
+                    target: floe_spot::Target::Node(format!("n{n}")),
+                    signal: floe_spot::Signal {
+                        kind: floe_spot::SignalKind::Cordon,
+                        urgency: floe_spot::Urgency::Advisory,
+                        deadline: now,
+                        origin: floe_spot::Origin::NodeObject,
+                        detail: String::new(),
+                    },
+                }])
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttled_source_is_polled_once_per_period_and_repeats_its_notices() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut s = Throttled::new(Counting(polls.clone()), Duration::from_millis(200));
+        let first = s.poll(SystemTime::now()).await.unwrap();
+        let again = s.poll(SystemTime::now()).await.unwrap();
+        assert_eq!(first, again, "the cached notices, not a new poll");
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let later = s.poll(SystemTime::now()).await.unwrap();
+        assert_ne!(later, first);
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     fn arc<T: DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
         Arc::new(serde_json::from_value(v).unwrap())

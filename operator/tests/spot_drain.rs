@@ -142,6 +142,7 @@ impl Running {
                 interval: Duration::from_millis(20),
                 ..SpotConfig::default()
             },
+            extra_sources: Vec::new(),
         });
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(ctx.clone(), cancel.clone()));
