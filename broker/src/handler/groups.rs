@@ -1,8 +1,10 @@
 //! Which broker coordinates a consumer group, and the NOT_COORDINATOR
-//! answers of the others. Groups are spread over the live brokers by a
-//! stable hash of the group id; when the set of live brokers changes,
-//! clients hear NOT_COORDINATOR, look the coordinator up again and rejoin
-//! there (committed offsets live in the controller, so nothing is lost).
+//! answers of the others. Groups are spread over the live brokers by
+//! rendezvous hashing (each group goes to the broker with the highest
+//! stable hash of group and broker id), so a broker joining or leaving
+//! moves only the groups it gains or had. Clients of a moved group hear
+//! NOT_COORDINATOR, look the coordinator up again and rejoin there
+//! (committed offsets live in the controller, so nothing is lost).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -198,7 +200,32 @@ fn split<T>(b: &Broker, items: Vec<T>, id: impl Fn(&T) -> &GroupId) -> (Vec<T>, 
 
 #[cfg(test)]
 mod tests {
-    use super::stable_hash;
+    use super::{stable_hash, weight};
+
+    /// The coordinator among `brokers` (the same rule as `coordinator`).
+    fn pick(group: &str, brokers: &[i32]) -> i32 {
+        *brokers
+            .iter()
+            .max_by_key(|b| (weight(group, **b), **b))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_leaving_broker_moves_only_its_own_groups() {
+        let groups: Vec<String> = (0..1000).map(|i| format!("group-{i}")).collect();
+        let before: Vec<i32> = groups.iter().map(|g| pick(g, &[1, 2, 3, 4])).collect();
+        let after: Vec<i32> = groups.iter().map(|g| pick(g, &[1, 2, 4])).collect();
+        for (b, a) in before.iter().zip(&after) {
+            if *b != 3 {
+                assert_eq!(a, b, "a group of a staying broker moved");
+            }
+        }
+        // Spread: every broker coordinates a fair share (within 30%).
+        for broker in [1, 2, 3, 4] {
+            let n = before.iter().filter(|b| **b == broker).count();
+            assert!((175..=325).contains(&n), "broker {broker} coordinates {n} of 1000");
+        }
+    }
 
     #[test]
     fn the_group_hash_is_stable_fnv1a() {
