@@ -45,10 +45,21 @@ pub fn coordinator(b: &Broker, group: &str) -> BrokerView {
             draining: false,
         };
     }
-    let i = stable_hash(group) as usize % live.len();
     live.into_iter()
-        .nth(i)
-        .expect("index within the live brokers")
+        .max_by_key(|l| (weight(group, l.id), l.id))
+        .expect("at least one live broker")
+}
+
+/// The rendezvous weight of `broker` for `group`.
+fn weight(group: &str, broker: i32) -> u32 {
+    let key = format!("{group}\0{broker}");
+    // FNV-1a's bits mix poorly for similar keys: finish with murmur3's mix.
+    let mut h = stable_hash(&key);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 pub fn is_coordinator(b: &Broker, group: &str) -> bool {
@@ -223,7 +234,10 @@ mod tests {
         // Spread: every broker coordinates a fair share (within 30%).
         for broker in [1, 2, 3, 4] {
             let n = before.iter().filter(|b| **b == broker).count();
-            assert!((175..=325).contains(&n), "broker {broker} coordinates {n} of 1000");
+            assert!(
+                (175..=325).contains(&n),
+                "broker {broker} coordinates {n} of 1000"
+            );
         }
     }
 
