@@ -30,6 +30,21 @@ Each run starts a fresh cluster and measures:
   e. object-mode crash failover: broker 4 leads the whole small topic under
      produce load and gets SIGKILL; time until every one of its partitions
      acknowledges produce elsewhere (with the lease/grace used).
+  f. volume-mode crash recovery (skip with --no-volume), on a separate
+     cluster of 3 controllers + 2 brokers with `--wal-mode volume` and a long
+     upload interval (--volume-upload-interval-ms, 5 s), so acknowledged
+     records sit only in the broker's local WAL: an idempotent producer
+     writes to a 4-partition topic for ~2 s, broker 1 gets SIGKILL while the
+     producer keeps sending (its sends to broker 1's partitions wait and
+     retry), and after --volume-pause-ms broker 1 restarts on the same data
+     dir and ports; measured: restart -> /readyz, restart -> first ack on
+     every partition it leads (max), kill -> first ack (the whole outage:
+     by design the partitions stay with the dead broker in volume mode);
+     also restart -> first acks of a probe producer that sends one record
+     per partition once /readyz answers (warmed up on the other broker, short
+     backoffs: no reconnect backoff behind it, unlike the load producer).
+     Then the exactly-once data check (check_data over consume_all) shows
+     that nothing acknowledged before the kill was lost.
 Scalars are medians over --runs. Targets (from the reassignment issue) are
 printed next to the numbers: <= 300 ms per partition at p99, 1,000
 partitions moved in <= 2 s, a drain in <= 5 s, a new broker serving in <= 1 s.
@@ -51,10 +66,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from cluster import (  # noqa: E402
+    Ack,
     Cluster,
     ProduceLoad,
     ack_gap_around,
     ack_gap_stats,
+    check_data,
     consume_all,
     epochs_of,
     first_ack_after,
@@ -300,6 +317,152 @@ def one_run(run: int, args, workdir: Path) -> dict:
         if problems:
             log(f"run {run}: teardown problems: {problems}")
             res["teardown_problems"] = [p.splitlines()[0] for p in problems]
+    if args.volume:
+        res["volume"] = volume_run(run, args, workdir)
+    return res
+
+
+def dir_stats(path: Path) -> dict:
+    """files and bytes under `path` (recursively)."""
+    files = [f for f in Path(path).rglob("*") if f.is_file()]
+    return dict(files=len(files), bytes=sum(f.stat().st_size for f in files))
+
+
+class ProbeProducer:
+    """An idempotent producer with short backoffs, warmed up (producer id, metadata) on
+    `warm_partition` of another broker before `send()` writes one record to each of `parts`:
+    the time to those acks is the broker side of a recovery, without the reconnect backoff a
+    producer that kept failing to connect carries, or librdkafka's 500 ms producer-id retry
+    timer a brand-new producer hits when its first broker is not up."""
+
+    def __init__(self, bootstrap: str, topic: str, warm_partition: int, tag: str):
+        from confluent_kafka import Producer
+
+        self.topic, self.tag = topic, tag
+        self.acks: list[Ack] = []
+        self.errors: list[str] = []
+        self.pr = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0,
+                            "log_level": 3, "reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 100,
+                            "retry.backoff.ms": 10, "retry.backoff.max.ms": 100, "message.timeout.ms": 30000})
+        self._send([warm_partition], "warm")
+
+    def _cb(self, e, m):
+        if e is None:
+            self.acks.append(Ack(m.partition(), m.offset(), m.value(), time.monotonic()))
+        else:
+            self.errors.append(str(e))
+
+    def _send(self, parts, what) -> list[Ack]:
+        n = len(self.acks)
+        for p in parts:
+            self.pr.produce(self.topic, value=f"{self.tag}-{what}-{p}".encode(), partition=p, on_delivery=self._cb)
+        left = self.pr.flush(35)
+        if self.errors or left:
+            log(f"probe producer ({what} on {parts}): errors {self.errors[:3]}, {left} undelivered")
+        return self.acks[n:]
+
+    def send(self, parts) -> list[Ack]:
+        return self._send(parts, "probe")
+
+    def close(self):
+        self.pr = None
+
+
+def volume_run(run: int, args, workdir: Path) -> dict:
+    """(f) volume WAL mode: SIGKILL of a broker, restart on the same data dir, recovery times + data check."""
+    P = 4
+    upload_ms, pause_s = args.volume_upload_interval_ms, args.volume_pause_ms / 1000
+    cluster = Cluster(workdir / f"volume{run}", lease_ms=args.lease_ms, grace_ms=args.grace_ms, wal_mode="volume",
+                      proxies=False, broker_args=["--upload-interval-ms", str(upload_ms)])
+    res: dict = {}
+    try:
+        t0 = time.monotonic()
+        cluster.start(brokers=2)
+        log(f"run {run}: volume cluster up in {time.monotonic() - t0:.1f} s ({cluster.workdir})")
+        topic = f"volume-{run}"
+        before = create_topic(cluster, topic, P)
+        victim = cluster.broker(1)
+        parts = sorted(p for p, (l, _) in before.items() if l == victim.node_id)
+        if not parts:  # the topic went all to broker 2: crash that one instead
+            victim = cluster.broker(2)
+            parts = sorted(p for p, (l, _) in before.items() if l == victim.node_id)
+        assert parts, f"no broker leads a partition of {topic}: {before}"
+        log(f"run {run}: volume: broker {victim.node_id} leads {parts} (leaders {before})")
+        objects = Path(cluster.object_store[len("file://"):]) if cluster.object_store.startswith("file://") else None
+        load = ProduceLoad(cluster.bootstrap, topic, P, interval=0.002, **args.pconf).start()
+        probe = None
+        try:
+            t = time.monotonic()
+            wait_until(lambda: all(first_ack_after(load.snapshot(), t, p) for p in range(P)), 30, "volume: acks everywhere")
+            time.sleep(2.0)
+            objs_before_kill = dir_stats(objects) if objects else None
+            wal_before_kill = dir_stats(victim.data_dir)
+            t_kill = time.monotonic()
+            victim.kill()
+            guard = t_kill + 0.2  # responses already on the wire arrive within ms
+            survivor = next(b for b in cluster.brokers.values() if b is not victim)
+            probe = ProbeProducer(survivor.bootstrap, topic, next(p for p in range(P) if p not in parts), f"probe-{run}")
+            time.sleep(max(0.0, t_kill + pause_s - time.monotonic()))
+            acked_pre = [a for a in load.snapshot() if a.at <= guard and a.partition in parts]
+            during = [a for a in load.snapshot() if guard < a.at and a.partition in parts]
+            t_restart = time.monotonic()
+            victim.spawn()  # same Kafka port, health port and data dir
+            t_ready = wait_until(lambda: http_get(victim.health, "/readyz", timeout=0.5)[0] == 200, 60,
+                                 f"broker {victim.node_id} /readyz after the restart", interval=0.01)
+            probe_acks = probe.send(parts)
+            wait_until(lambda: all(first_ack_after(load.snapshot(), t_restart, p) for p in parts), 60,
+                       f"acks on {parts} after the restart", interval=0.01)
+            snap = load.snapshot()
+            first = {p: first_ack_after(snap, t_restart, p).at for p in parts}
+            # broker 2's partitions kept taking produce during the outage
+            other = [p for p in range(P) if p not in parts]
+            other_during = [a for a in snap if a.partition in other and t_kill < a.at < t_restart]
+            time.sleep(1.0)
+        finally:
+            load.stop()
+            if probe is not None:
+                probe.close()
+        after = partition_leaders(cluster.broker(2).bootstrap if victim.node_id == 1 else cluster.broker(1).bootstrap, topic)
+        res.update(
+            broker=victim.node_id, partitions=parts, leaders_before=before, leaders_after=after,
+            restart_to_ready_ms=ms(t_ready - t_restart),
+            restart_to_first_ack_ms=ms(max(first.values()) - t_restart),
+            restart_to_first_ack_per_partition_ms={p: ms(x - t_restart) for p, x in first.items()},
+            kill_to_first_ack_ms=ms(max(first.values()) - t_kill),
+            kill_to_restart_ms=ms(t_restart - t_kill),
+            restart_to_probe_ack_ms=ms(max(a.at for a in probe_acks) - t_restart) if len(probe_acks) == len(parts) else None,
+            acked_before_kill_on_its_partitions=len(acked_pre),
+            acks_on_its_partitions_while_down=len(during),
+            acks_on_other_partitions_while_down=len(other_during),
+            wal_dir_at_kill=wal_before_kill, object_store_at_kill=objs_before_kill,
+            producer=load.summary(),
+            producer_errors=sorted({e for _, e, _ in load.errors})[:10],
+        )
+        ok = not load.failed and not load.fatal_errors() and load.unflushed == 0
+        res["object_store_at_check"] = dir_stats(objects) if objects else None
+        consumed = consume_all(cluster.bootstrap, topic, P)
+        have = {r.value for recs in consumed.values() for r in recs}
+        res["acked_before_kill_present"] = sum(1 for a in acked_pre if a.value in have)
+        try:
+            res["data_check"] = check_data(load.acks + probe.acks, consumed)
+        except AssertionError as e:
+            res["data_check"] = "FAILED: " + str(e)
+            log(f"run {run}: volume: DATA CHECK FAILED:\n{e}")
+        if not ok:
+            res["producer_problem"] = f"{load.summary()}; failed {load.failed[:5]}; fatal {load.fatal_errors()[:5]}"
+            log(f"run {run}: volume: producer problem: {res['producer_problem']}")
+        log(f"run {run}: volume recovery: ready {res['restart_to_ready_ms']} ms, first ack "
+            f"{res['restart_to_first_ack_ms']} ms after the restart, {res['kill_to_first_ack_ms']} ms after the kill; "
+            f"{res['acked_before_kill_present']}/{len(acked_pre)} records acked before the kill present; {res['data_check']}")
+    finally:
+        problems = []
+        try:
+            problems = cluster.stop()
+        finally:
+            cluster.force_kill()
+        if problems:
+            log(f"run {run}: volume teardown problems: {problems}")
+            res["teardown_problems"] = [p.splitlines()[0] for p in problems]
     return res
 
 
@@ -317,8 +480,13 @@ def main():
     ap.add_argument("--broker-arg", action="append", default=[],
                     help="extra `floe broker` flag (repeat; e.g. --broker-arg=--upload-interval-ms --broker-arg=20)")
     ap.add_argument("--producer-conf", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra librdkafka setting for the load producers of a and e (repeat), "
+                    help="extra librdkafka setting for the load producers of a, e and f (repeat), "
                          "e.g. retry.backoff.max.ms=100")
+    ap.add_argument("--no-volume", dest="volume", action="store_false",
+                    help="skip f (volume WAL mode crash recovery on a separate 2-broker cluster)")
+    ap.add_argument("--volume-upload-interval-ms", type=int, default=5000,
+                    help="f: broker --upload-interval-ms, so acknowledged records stay only in the local WAL")
+    ap.add_argument("--volume-pause-ms", type=int, default=1000, help="f: SIGKILL -> restart of the broker")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, objects)")
     args = ap.parse_args()
     args.pconf = dict(kv.split("=", 1) for kv in args.producer_conf)
@@ -415,6 +583,46 @@ def main():
             "lease_plus_grace_ms": args.lease_ms + args.grace_ms,
         },
     }
+    if args.volume:
+        vol = [r["volume"] for r in runs]
+
+        def vper(field):
+            return [v.get(field) for v in vol]
+
+        out["volume_recovery_ms"] = {
+            "what": "volume WAL: SIGKILL of broker 1 under idempotent produce load, restart on the same data dir "
+                    "and ports after the pause; restart -> /readyz, restart -> first ack on every partition it "
+                    "leads (max), kill -> first ack (the whole outage)",
+            "note": "by design (volume mode) the killed broker's partitions stay with it and are unavailable for "
+                    "the whole outage: acknowledged records may be only on its volume, so nothing moves them",
+            "cluster": "3 controllers + 2 brokers, volume WAL, 4-partition topic",
+            "upload_interval_ms": args.volume_upload_interval_ms, "lease_ms": args.lease_ms,
+            "grace_ms": args.grace_ms, "pause_ms": args.volume_pause_ms,
+            "restart_to_ready": median(vper("restart_to_ready_ms")),
+            "restart_to_first_ack": median(vper("restart_to_first_ack_ms")),
+            "kill_to_first_ack": median(vper("kill_to_first_ack_ms")),
+            "per_run_restart_to_ready": vper("restart_to_ready_ms"),
+            "per_run_restart_to_first_ack": vper("restart_to_first_ack_ms"),
+            "per_run_kill_to_first_ack": vper("kill_to_first_ack_ms"),
+            "restart_to_probe_ack": median(vper("restart_to_probe_ack_ms")),
+            "per_run_restart_to_probe_ack": vper("restart_to_probe_ack_ms"),
+            "probe_note": "restart_to_first_ack is what the load producer saw and includes librdkafka's "
+                                   "reconnect backoff after the refused connects (reconnect.backoff.ms 100 doubling "
+                                   "up to reconnect.backoff.max.ms 10000 unless set with --producer-conf); "
+                                   "restart_to_probe_ack: /readyz, then one record per partition from a producer "
+                                   "with short backoffs, warmed up on the other broker during the pause (the broker "
+                                   "side; a brand-new idempotent producer adds librdkafka's 500 ms producer-id timer)",
+            "per_run": [{k: v.get(k) for k in (
+                "broker", "partitions", "restart_to_first_ack_per_partition_ms", "kill_to_restart_ms",
+                "acked_before_kill_on_its_partitions", "acked_before_kill_present",
+                "acks_on_its_partitions_while_down", "acks_on_other_partitions_while_down",
+                "wal_dir_at_kill", "object_store_at_kill", "object_store_at_check", "leaders_before", "leaders_after",
+                "producer", "producer_errors", "data_check", "producer_problem", "teardown_problems")
+                if k in v} for v in vol],
+            "data_ok": all(str(v.get("data_check", "")).startswith("data check ok")
+                           and v.get("acked_before_kill_present") == v.get("acked_before_kill_on_its_partitions")
+                           and "producer_problem" not in v for v in vol),
+        }
     problems = [p for r in runs for p in r.get("teardown_problems", [])]
     if problems:
         out["teardown_problems"] = problems
