@@ -282,7 +282,14 @@ impl Storage {
                             source: std::io::Error::other(e.to_string()),
                         })
                     })??;
+                let found = records.len();
                 pending += replay(&mut map, records)?;
+                tracing::info!(
+                    wal_records = found,
+                    replayed_bytes = pending,
+                    partitions = map.len(),
+                    "recovered the WAL: records not yet in object storage are served again and will be uploaded"
+                );
                 Some(wal)
             }
         };
