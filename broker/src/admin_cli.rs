@@ -60,7 +60,8 @@ pub enum AdminCommand {
     },
     /// Move every partition away from a broker, and place nothing on it.
     Drain { broker: i32 },
-    /// Even out the number of partitions each live broker leads.
+    /// Even out the load each live broker leads: partitions, weighted by the
+    /// bytes per second their leaders report.
     Rebalance,
 }
 
@@ -353,14 +354,18 @@ struct BrokerStatus {
     rack: Option<String>,
     state: &'static str,
     leads: usize,
+    /// Bytes per second (in + out) its partitions last reported.
+    load_bytes_per_sec: u64,
 }
 
 fn describe(s: &MetadataState) -> Status {
     let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut load: BTreeMap<i32, u64> = BTreeMap::new();
     let (mut partitions, mut leaderless, mut pending_moves) = (0, 0, 0);
     for p in s.topics.values().flat_map(|t| &t.partitions) {
         partitions += 1;
         *leads.entry(p.leader).or_default() += 1;
+        *load.entry(p.leader).or_default() += p.load;
         if p.leader < 0 {
             leaderless += 1;
         }
@@ -384,6 +389,7 @@ fn describe(s: &MetadataState) -> Status {
                     "live"
                 },
                 leads: leads.get(&b.id).copied().unwrap_or(0),
+                load_bytes_per_sec: load.get(&b.id).copied().unwrap_or(0),
             })
             .collect(),
         topics: s.topics.len(),

@@ -351,6 +351,13 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
         lease: Some(lease.clone()),
     })
     .await?;
+    tokio::spawn(leadership::report_loads(
+        cluster.clone(),
+        running.broker.storage.clone(),
+        lease.clone(),
+        me.id,
+        stop.clone(),
+    ));
     tokio::spawn(leadership::follow(
         cluster,
         running.broker.storage.clone(),

@@ -333,6 +333,82 @@ fn reopen_kept(cluster: &Cluster, storage: &Storage, id: i32, partitions: &[(Par
     }
 }
 
+/// How often partition loads are measured.
+const LOAD_PERIOD: Duration = Duration::from_secs(10);
+/// A load is reported again at least this often while it is not zero.
+const LOAD_REFRESH: Duration = Duration::from_secs(60);
+
+/// Whether a newly measured load differs enough from the last reported one
+/// to be worth a controller command (25% and 16 KiB/s).
+fn load_changed(reported: u64, now: u64) -> bool {
+    let diff = reported.abs_diff(now);
+    diff > 16 * 1024 && diff * 4 > reported.max(now)
+}
+
+/// Measures the bytes per second (in + out) of every partition led here and
+/// reports those that changed to the controller (`ReportLoad`), which
+/// weighs partitions by them when it rebalances. Until `stop`.
+pub async fn report_loads(
+    cluster: Arc<Cluster>,
+    storage: Arc<Storage>,
+    lease: Arc<Lease>,
+    id: i32,
+    stop: CancellationToken,
+) {
+    let mut last: HashMap<PartitionId, (u64, u64)> = HashMap::new();
+    let mut reported: HashMap<PartitionId, u64> = HashMap::new();
+    let mut last_at = Instant::now();
+    let mut refreshed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(LOAD_PERIOD) => {}
+        }
+        let now = Instant::now();
+        let secs = now.duration_since(last_at).as_secs_f64().max(0.001);
+        last_at = now;
+        let mut current = HashMap::new();
+        let mut loads = Vec::new();
+        let refresh = now.duration_since(refreshed) >= LOAD_REFRESH;
+        for (pid, bytes_in, bytes_out) in storage.traffic() {
+            let (prev_in, prev_out) = last.get(&pid).copied().unwrap_or((0, 0));
+            // Counters restart when a partition is reopened.
+            let d_in = if bytes_in >= prev_in {
+                bytes_in - prev_in
+            } else {
+                bytes_in
+            };
+            let d_out = if bytes_out >= prev_out {
+                bytes_out - prev_out
+            } else {
+                bytes_out
+            };
+            current.insert(pid, (bytes_in, bytes_out));
+            let rate = ((d_in + d_out) as f64 / secs) as u64;
+            let before = reported.get(&pid).copied().unwrap_or(0);
+            if load_changed(before, rate) || (refresh && rate > 0) {
+                loads.push((pid, rate));
+            }
+        }
+        last = current;
+        if refresh {
+            refreshed = now;
+        }
+        if loads.is_empty() || !lease.valid() {
+            continue;
+        }
+        let cmd = Command::ReportLoad {
+            broker: id,
+            broker_epoch: lease.epoch(),
+            loads: loads.clone(),
+        };
+        match cluster.propose(cmd).await {
+            Ok(_) => reported.extend(loads),
+            Err(e) => tracing::debug!(error = %e, "load report not committed; measuring again"),
+        }
+    }
+}
+
 /// Applies [`plan`] whenever the mirror moves, the incarnation changes, or
 /// every second, until `stop`.
 pub async fn follow(
@@ -497,6 +573,16 @@ mod tests {
         assert_eq!(p.close, vec![pid(t, 0)]);
         assert_eq!(opened(&p), vec![pid(t, 0)]);
         assert_eq!(p.open[0].1.leader_epoch, 2);
+    }
+
+    #[test]
+    fn only_real_load_changes_are_reported() {
+        assert!(!load_changed(0, 0));
+        assert!(!load_changed(0, 10_000), "below 16 KiB/s");
+        assert!(load_changed(0, 100_000));
+        assert!(!load_changed(1_000_000, 1_100_000), "10%");
+        assert!(load_changed(1_000_000, 1_500_000));
+        assert!(load_changed(1_000_000, 0));
     }
 
     #[test]

@@ -32,6 +32,9 @@ use partition::{Assigned, Partition};
 use producer::SequenceCheck;
 use wal::{Wal, WalRecord};
 
+/// How long a newly opened partition's appends upload at once (object mode).
+const EAGER_AFTER_OPEN: Duration = Duration::from_secs(2);
+
 /// Where producers are acknowledged: see `docs/storage.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WalMode {
@@ -331,13 +334,15 @@ impl Storage {
     pub fn open_partition(&self, id: PartitionId, meta: PartitionMeta) {
         let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
         map.entry(id).or_insert_with(|| {
-            Arc::new(Partition::new(
+            let mut p = Partition::new(
                 id,
                 meta.leader_epoch,
                 meta.log_start_offset,
                 meta.committed_end,
                 meta.producers,
-            ))
+            );
+            p.eager_until = Some(std::time::Instant::now() + EAGER_AFTER_OPEN);
+            Arc::new(p)
         });
     }
 
@@ -366,6 +371,22 @@ impl Storage {
                 );
             }
         }
+    }
+
+    /// Each open partition's bytes appended and read since it was opened.
+    pub fn traffic(&self) -> Vec<(PartitionId, u64, u64)> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| {
+                (
+                    p.id,
+                    p.bytes_in.load(Ordering::Relaxed),
+                    p.bytes_out.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     pub fn partition_ids(&self) -> Vec<PartitionId> {
@@ -423,8 +444,14 @@ impl Storage {
         let (base, end, duplicate) = match assigned {
             Assigned::Appended { base, end, batches } => {
                 let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+                p.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
                 let total = self.pending_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                if total >= self.cfg.upload_bytes {
+                let eager = self.wal.is_none()
+                    && p.eager_until.is_some_and(|t| std::time::Instant::now() < t);
+                if eager {
+                    self.flush_requested.store(true, Ordering::Release);
+                }
+                if total >= self.cfg.upload_bytes || eager {
                     self.upload_wake.notify_one();
                 }
                 (base, end, false)
@@ -508,6 +535,20 @@ impl Storage {
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
         let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
+        let read = self.read_from(&p, id, offset, max_bytes).await;
+        if let Ok(bytes) = &read {
+            p.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        read
+    }
+
+    async fn read_from(
+        &self,
+        p: &Partition,
+        id: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, ReadError> {
         let hw = {
             let s = p.lock();
             if offset < s.log_start || offset > s.durable_end {

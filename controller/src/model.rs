@@ -112,6 +112,14 @@ pub struct Partition {
     /// it has fenced it and committed everything it accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<i32>,
+    /// Bytes per second in and out, as its leader last reported (0: idle or
+    /// unknown). Balancing weighs partitions by it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub load: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Where a contiguous range of a partition's record batches lives.
@@ -203,8 +211,16 @@ pub enum Command {
     DrainBroker {
         id: i32,
     },
-    /// Even out the number of partitions each live broker leads.
+    /// Even out the load (partitions, weighted by reported bytes per
+    /// second) each live broker leads.
     Rebalance,
+    /// Broker `broker` (incarnation `broker_epoch`) measured these bytes per
+    /// second (in + out) on partitions it leads.
+    ReportLoad {
+        broker: i32,
+        broker_epoch: i64,
+        loads: Vec<(PartitionId, u64)>,
+    },
     RegisterBroker {
         id: i32,
         host: String,

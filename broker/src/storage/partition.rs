@@ -72,6 +72,14 @@ pub struct Partition {
     pub state: Mutex<PartitionState>,
     /// Publishes `durable_end` (the high watermark) to long-polling readers.
     pub hw: watch::Sender<i64>,
+    /// Until then (a partition that just moved here), an object-mode append
+    /// uploads at once instead of waiting for the batch window: producers
+    /// that waited through the move are acknowledged without a second wait.
+    pub eager_until: Option<std::time::Instant>,
+    /// Bytes appended and bytes read since it was opened (for balancing by
+    /// load).
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    pub bytes_out: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -99,6 +107,9 @@ impl Partition {
                 removed: false,
             }),
             hw: watch::channel(committed_end).0,
+            eager_until: None,
+            bytes_in: Default::default(),
+            bytes_out: Default::default(),
         }
     }
 

@@ -232,6 +232,11 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
         } => moves::complete_moves(state, *from, *broker_epoch, handoffs),
         Command::DrainBroker { id } => moves::drain_broker(state, *id),
         Command::Rebalance => moves::rebalance(state),
+        Command::ReportLoad {
+            broker,
+            broker_epoch,
+            loads,
+        } => moves::report_load(state, *broker, *broker_epoch, loads),
         Command::RegisterBroker {
             id,
             host,
@@ -520,6 +525,7 @@ fn new_partition(leader: i32) -> Partition {
         index: BTreeMap::new(),
         producers: BTreeMap::new(),
         target: None,
+        load: 0,
     }
 }
 

@@ -8,8 +8,10 @@
 //!
 //! Contract: as for every command, all checks come before any change.
 
+use std::collections::BTreeMap;
+
 use super::{ApplyError, Load, Outcome};
-use crate::model::{HandOff, MetadataState, Move};
+use crate::model::{HandOff, MetadataState, Move, PartitionId};
 
 /// Sets (or, for a move to the current leader, cancels) each move's target.
 /// Every target must be a live broker that is not being drained.
@@ -146,38 +148,111 @@ pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome
     Ok(Outcome::MovesRequested { requested })
 }
 
-/// Moves partitions from the brokers leading the most to those leading the
-/// fewest until no two live brokers differ by more than one. Partitions with
-/// a pending move stay as they are; among the rest, the highest-numbered
-/// partitions of each topic move first (deterministic).
+/// Records the loads broker `broker` measured on the partitions it leads
+/// (others are ignored: a report can race a move).
+pub(super) fn report_load(
+    state: &mut MetadataState,
+    broker: i32,
+    broker_epoch: i64,
+    loads: &[(PartitionId, u64)],
+) -> Result<Outcome, ApplyError> {
+    let current = state
+        .brokers
+        .get(&broker)
+        .filter(|b| !b.fenced)
+        .map(|b| b.epoch);
+    if current != Some(broker_epoch) {
+        return Err(ApplyError::StaleBrokerEpoch {
+            id: broker,
+            epoch: broker_epoch,
+            current,
+        });
+    }
+    for (id, load) in loads {
+        if let Some(p) = state.partition_mut(*id).filter(|p| p.leader == broker) {
+            p.load = *load;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// A partition's weight in balancing: 100 for being a partition, plus 1,000
+/// times its reported bytes per second over the mean of all partitions. With
+/// no loads reported every partition weighs the same and balancing evens out
+/// partition counts; with loads, hot partitions spread out first.
+fn weights(state: &MetadataState) -> impl Fn(u64) -> u64 {
+    let (n, total) = state
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .fold((0u128, 0u128), |(n, total), p| {
+            (n + 1, total + u128::from(p.load))
+        });
+    move |load| {
+        if total == 0 {
+            return 100;
+        }
+        let relative = u128::from(load) * n * 1_000 / total;
+        100 + u64::try_from(relative).unwrap_or(u64::MAX / 4)
+    }
+}
+
+/// Moves partitions from the most to the least loaded live brokers while a
+/// move lowers the higher of the two: partitions weigh by their reported
+/// bytes per second relative to the mean ([`weights`]), so with no loads
+/// reported this evens out partition counts (no two brokers differ by more
+/// than one). Partitions with a pending move stay as they are (and
+/// count at their target); among equally good candidates the
+/// highest-numbered partition of the first topic moves (deterministic).
 pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError> {
-    let load = Load::of(state);
-    let mut counts = load.0;
-    if counts.len() < 2 {
+    let weight = weights(state);
+    let live = Load::of(state);
+    if live.0.len() < 2 {
         return Ok(Outcome::MovesRequested { requested: 0 });
     }
-    let mut requested = 0u32;
-    loop {
-        let (&most, &max) = counts
-            .iter()
-            .max_by_key(|(b, n)| (**n, std::cmp::Reverse(**b)))
-            .expect("two or more brokers");
-        let (&fewest, &min) = counts
-            .iter()
-            .min_by_key(|(b, n)| (**n, **b))
-            .expect("two or more brokers");
-        if max <= min + 1 {
-            break;
+    let mut totals: BTreeMap<i32, u64> = live.0.keys().map(|b| (*b, 0)).collect();
+    for p in state.topics.values().flat_map(|t| &t.partitions) {
+        if let Some(t) = totals.get_mut(&p.target.unwrap_or(p.leader)) {
+            *t += weight(p.load);
         }
-        let candidate = state
+    }
+    let mut requested = 0u32;
+    let limit = state
+        .topics
+        .values()
+        .map(|t| t.partitions.len())
+        .sum::<usize>();
+    for _ in 0..limit {
+        let (&heavy, &h) = totals
+            .iter()
+            .max_by_key(|(b, w)| (**w, std::cmp::Reverse(**b)))
+            .expect("two or more brokers");
+        let (&light, &l) = totals
+            .iter()
+            .min_by_key(|(b, w)| (**w, **b))
+            .expect("two or more brokers");
+        // The candidate that leaves the pair most even, if it helps at all.
+        let mut best: Option<(u64, &mut crate::model::Partition)> = None;
+        for p in state
             .topics
             .values_mut()
             .flat_map(|t| t.partitions.iter_mut().rev())
-            .find(|p| p.leader == most && p.target.is_none());
-        let Some(partition) = candidate else { break };
-        partition.target = Some(fewest);
-        *counts.entry(most).or_default() -= 1;
-        *counts.entry(fewest).or_default() += 1;
+            .filter(|p| p.leader == heavy && p.target.is_none())
+        {
+            let w = weight(p.load);
+            let after = (h - w).max(l + w);
+            if after >= h {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(b, _)| after < *b) {
+                best = Some((after, p));
+            }
+        }
+        let Some((_, partition)) = best else { break };
+        let w = weight(partition.load);
+        partition.target = Some(light);
+        *totals.entry(heavy).or_default() -= w;
+        *totals.entry(light).or_default() += w;
         requested += 1;
     }
     Ok(Outcome::MovesRequested { requested })

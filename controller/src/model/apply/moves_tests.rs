@@ -206,3 +206,61 @@ fn rebalancing_evens_out_partition_counts() {
         Outcome::MovesRequested { requested: 0 }
     );
 }
+
+#[test]
+fn reported_loads_weigh_in_rebalancing() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(register(2));
+    d.ok(register(3));
+    for (name, id, leader) in [("hot", 1, 1), ("b", 2, 2), ("c", 3, 3)] {
+        d.ok(Command::CreateTopic {
+            name: name.to_owned(),
+            id: crate::model::fixture::topic_id(id),
+            partitions: 2,
+            configs: Default::default(),
+            leader,
+        });
+    }
+    // Two partitions each: balanced by count, nothing to do.
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 0 }
+    );
+    // Broker 1's two partitions carry all the traffic.
+    let report = |broker: i32, loads: Vec<(crate::model::PartitionId, u64)>| Command::ReportLoad {
+        broker,
+        broker_epoch: 1,
+        loads,
+    };
+    d.ok(report(
+        1,
+        vec![(pid(1, 0), 50_000_000), (pid(1, 1), 50_000_000)],
+    ));
+    // A report for a partition led elsewhere is ignored; a stale one refused.
+    d.ok(report(2, vec![(pid(1, 0), 1)]));
+    assert_eq!(d.state.topics["hot"].partitions[0].load, 50_000_000);
+    assert!(matches!(
+        d.refused(Command::ReportLoad {
+            broker: 1,
+            broker_epoch: 7,
+            loads: vec![]
+        }),
+        ApplyError::StaleBrokerEpoch { .. }
+    ));
+    let requested = match d.ok(Command::Rebalance) {
+        Outcome::MovesRequested { requested } => requested,
+        o => panic!("{o:?}"),
+    };
+    assert!(requested >= 1, "a hot partition moves");
+    let at = |topic: &str, i: usize| {
+        let p = &d.state.topics[topic].partitions[i];
+        p.target.unwrap_or(p.leader)
+    };
+    assert_ne!(
+        at("hot", 0),
+        at("hot", 1),
+        "the two hot partitions end on different brokers"
+    );
+    check_invariants(&d.state);
+}
