@@ -405,16 +405,17 @@ fn print_status(s: &Status) {
         s.topics, s.partitions, s.leaderless, s.pending_moves
     );
     println!(
-        "{:>6}  {:<24} {:<10} {:>8}  rack",
-        "broker", "address", "state", "leads"
+        "{:>6}  {:<24} {:<10} {:>8} {:>12}  rack",
+        "broker", "address", "state", "leads", "load KiB/s"
     );
     for b in &s.brokers {
         println!(
-            "{:>6}  {:<24} {:<10} {:>8}  {}",
+            "{:>6}  {:<24} {:<10} {:>8} {:>12}  {}",
             b.id,
             b.address,
             b.state,
             b.leads,
+            b.load_bytes_per_sec / 1024,
             b.rack.as_deref().unwrap_or("-")
         );
     }
