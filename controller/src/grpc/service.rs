@@ -179,7 +179,8 @@ async fn run_lease_reaper(
     config: LeaseConfig,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let tick = (config.lease / 4).max(std::time::Duration::from_millis(10));
+    // Checked often: a lapsed lease is fenced at most a tenth of a lease late.
+    let tick = (config.lease / 10).max(std::time::Duration::from_millis(10));
     loop {
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
