@@ -25,6 +25,9 @@ use crate::reconcile::validate::{BrokerSet, ValidatedCluster, BROKER_ID_ENV, POD
 /// Seconds a broker gets to drain after SIGTERM; below the two-minute spot
 /// interruption notice of the large clouds.
 pub const BROKER_TERMINATION_GRACE_SECONDS: i64 = 90;
+/// Of that, the time a broker spends moving its partitions away; the rest
+/// covers the final upload and the process exit.
+pub const BROKER_DRAIN_BUDGET_SECONDS: i64 = 60;
 
 pub(super) fn statefulset(
     cluster: &ValidatedCluster,
@@ -46,6 +49,12 @@ pub(super) fn statefulset(
             ),
         ),
         pod::value_env("FLOE_CAPACITY_TYPE", set.capacity.as_str()),
+        // On SIGTERM the broker drains itself for at most this long, then
+        // uploads what is left: well inside the termination grace period.
+        pod::value_env(
+            "FLOE_DRAIN_BUDGET_MS",
+            &(BROKER_DRAIN_BUDGET_SECONDS * 1000).to_string(),
+        ),
     ];
     if let Some(creds) = &cluster.object_store.credentials {
         env.push(secret_env(
