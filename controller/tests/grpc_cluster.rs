@@ -194,38 +194,55 @@ async fn three_controllers_elect_commit_fail_over_and_restart() -> anyhow::Resul
         "ids not contiguous: {ids:?}"
     );
 
-    // Followers hint the leader.
-    let follower = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != second_leader)
-        .context("follower")?;
-    let mut raw =
-        MetadataClient::connect(format!("http://{}", cluster.voters[&follower].api_addr)).await?;
-    let status = raw
-        .propose(ProposeRequest {
-            command: serde_json::to_vec(&Command::AllocateProducerIds { count: 1 })?,
-            ..ProposeRequest::default()
-        })
-        .await
-        .expect_err("a follower does not commit");
-    ensure!(
-        status.code() == tonic::Code::FailedPrecondition,
-        "{status:?}"
-    );
-    let hint = status
-        .metadata()
-        .get(LEADER_ADDRESS_HEADER)
-        .context("no leader hint")?;
-    ensure!(hint.to_str()? == cluster.voters[&second_leader].api_addr);
+    // Followers hint the leader. On a loaded machine an election may happen
+    // between looking the leader up and asking a follower: ask again until
+    // a follower's hint names the leader of that moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // Proposals a node accepted because it had just become the leader.
+    let mut accepted = 0;
+    loop {
+        let leader = cluster.leader().await?;
+        let follower = cluster
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| *id != leader)
+            .context("follower")?;
+        let mut raw =
+            MetadataClient::connect(format!("http://{}", cluster.voters[&follower].api_addr))
+                .await?;
+        let status = raw
+            .propose(ProposeRequest {
+                command: serde_json::to_vec(&Command::AllocateProducerIds { count: 1 })?,
+                ..ProposeRequest::default()
+            })
+            .await
+            .err();
+        if status.is_none() {
+            accepted += 1;
+        }
+        let hinted = status.as_ref().and_then(|s| {
+            (s.code() == tonic::Code::FailedPrecondition)
+                .then(|| s.metadata().get(LEADER_ADDRESS_HEADER))
+                .flatten()
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+        });
+        if hinted.as_deref() == Some(cluster.voters[&leader].api_addr.as_str()) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "follower {follower} never hinted leader {leader}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The old leader comes back and catches up; then everyone restarts.
     cluster.restart(first_leader).await?;
     let last = client
         .propose(&Command::AllocateProducerIds { count: 1 })
         .await?;
-    ensure!(allocated(&last)? == base + 60);
+    ensure!(allocated(&last)? == base + 60 + accepted);
     let states = cluster.states_at(last.index).await?;
     ensure!(states.values().all(|s| s == &states[&1]), "replicas differ");
     ensure!(
