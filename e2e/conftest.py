@@ -14,7 +14,6 @@ object-store WAL; RUST_LOG is passed through.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import re
@@ -38,29 +37,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LIVE: "set[FloeProcess]" = set()
 
 
-def floe_binary() -> Path:
-    explicit = os.environ.get("FLOE_BIN")
-    if explicit:
-        return Path(explicit).resolve()
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or (REPO_ROOT / "target"))
-    if not target.is_absolute():
-        target = REPO_ROOT / target
-    return target / "debug" / "floe"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _set_pdeathsig():  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
+# Shared with the multi-process harness (which scripts/local-cluster also
+# imports without pytest).
+from cluster import _set_pdeathsig, floe_binary, free_port  # noqa: E402
 
 
 class FloeDied(AssertionError):

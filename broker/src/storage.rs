@@ -12,6 +12,7 @@ pub mod compactor;
 pub mod objects;
 pub mod partition;
 pub mod producer;
+mod read;
 pub mod uploader;
 pub mod wal;
 
@@ -21,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use floe_controller::model::{IndexCommit, IndexEntry, ObjectMeta, PartitionId, ProducerSnapshot};
 use tokio::sync::{watch, Notify};
 
@@ -526,177 +526,6 @@ impl Storage {
         self.partition(id).map(|p| p.hw.subscribe())
     }
 
-    /// Read batches from the one containing `offset`, up to about `max_bytes`.
-    /// Returns empty bytes at the high watermark.
-    pub async fn read(
-        &self,
-        id: PartitionId,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Bytes, ReadError> {
-        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
-        let read = self.read_from(&p, id, offset, max_bytes).await;
-        if let Ok(bytes) = &read {
-            p.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-        read
-    }
-
-    async fn read_from(
-        &self,
-        p: &Partition,
-        id: PartitionId,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Bytes, ReadError> {
-        let hw = {
-            let s = p.lock();
-            if offset < s.log_start || offset > s.durable_end {
-                return Err(ReadError::OffsetOutOfRange {
-                    offset,
-                    log_start: s.log_start,
-                    high_watermark: s.durable_end,
-                });
-            }
-            if offset == s.durable_end {
-                return Ok(Bytes::new());
-            }
-            if let Some(bytes) = s.read_tail(offset, s.durable_end, max_bytes) {
-                return Ok(bytes);
-            }
-            s.durable_end
-        };
-        self.read_objects(id, offset, hw, max_bytes).await
-    }
-
-    async fn read_objects(
-        &self,
-        id: PartitionId,
-        offset: i64,
-        hw: i64,
-        max_bytes: usize,
-    ) -> Result<Bytes, ReadError> {
-        let entry = self.lookup(id, offset).await?;
-        let chunk = self.load_chunk(&entry).await?;
-        // Read ahead: warm the next chunk for sequential catch-up readers.
-        if entry.end_offset < hw {
-            if let Ok(next) = self.lookup(id, entry.end_offset).await {
-                if !self.cache.contains(&next.object_key, next.byte_start) {
-                    let me = self.me.clone();
-                    tokio::spawn(async move {
-                        if let Some(me) = me.upgrade() {
-                            // A failed read-ahead only costs a later miss.
-                            let _ = me.load_chunk(&next).await;
-                        }
-                    });
-                }
-            }
-        }
-        let mut start = None;
-        let mut end = 0;
-        let mut at = 0usize;
-        for (h, b) in batch::iter(&chunk) {
-            let len = b.len();
-            if h.base_offset + h.offset_count() > offset && h.base_offset < hw {
-                if start.is_none() {
-                    start = Some(at);
-                } else if at + len - start.unwrap_or(0) > max_bytes {
-                    break;
-                }
-                end = at + len;
-            }
-            at += len;
-        }
-        match start {
-            Some(s) => Ok(chunk.slice(s..end)),
-            None => Ok(Bytes::new()),
-        }
-    }
-
-    async fn lookup(&self, id: PartitionId, offset: i64) -> Result<IndexEntry, ReadError> {
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.entry_at(id, offset))
-            .await
-            .map_err(|e| ReadError::Objects(e.to_string()))?
-            .ok_or_else(|| ReadError::Objects(format!("no object holds offset {offset}")))
-    }
-
-    async fn load_chunk(&self, e: &IndexEntry) -> Result<Bytes, ReadError> {
-        let range = e.byte_start..e.byte_start + e.byte_len;
-        self.cache
-            .get_or_load(&e.object_key, e.byte_start, || {
-                let objects = self.objects.clone();
-                let key = e.object_key.clone();
-                async move { objects.get_range(&key, range).await }
-            })
-            .await
-            .map_err(|e| ReadError::Objects(e.to_string()))
-    }
-
-    /// First offset whose record timestamp reaches `ts`, with that timestamp.
-    pub async fn offset_for_timestamp(
-        &self,
-        id: PartitionId,
-        ts: i64,
-    ) -> Result<Option<(i64, i64)>, ReadError> {
-        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
-        let index = self.index.clone();
-        let entry = tokio::task::spawn_blocking(move || index.entry_for_timestamp(id, ts))
-            .await
-            .map_err(|e| ReadError::Objects(e.to_string()))?;
-        let log_start = p.lock().log_start;
-        let live = |h: &batch::BatchHeader| h.base_offset + h.offset_count() > log_start;
-        if let Some(e) = entry {
-            let chunk = self.load_chunk(&e).await?;
-            if let Some((h, b)) =
-                batch::iter(&chunk).find(|(h, _)| h.max_timestamp >= ts && live(h))
-            {
-                return Ok(Some(clamp(
-                    record_at_or_after(&b, ts).unwrap_or((h.base_offset, h.max_timestamp)),
-                    log_start,
-                )));
-            }
-        }
-        let s = p.lock();
-        let found = s
-            .tail
-            .iter()
-            .filter(|b| b.end <= s.durable_end && live(&b.header))
-            .find(|b| b.max_timestamp >= ts)
-            .map(|b| record_at_or_after(&b.bytes, ts).unwrap_or((b.base, b.max_timestamp)));
-        Ok(found.map(|f| clamp(f, log_start)))
-    }
-
-    /// The offset and timestamp of the record with the largest timestamp.
-    pub async fn max_timestamp(&self, id: PartitionId) -> Result<Option<(i64, i64)>, ReadError> {
-        let p = self.partition(id).ok_or(ReadError::UnknownPartition)?;
-        let index = self.index.clone();
-        let entry = tokio::task::spawn_blocking(move || index.entry_with_max_timestamp(id))
-            .await
-            .map_err(|e| ReadError::Objects(e.to_string()))?;
-        let tail_best = {
-            let s = p.lock();
-            s.tail
-                .iter()
-                .filter(|b| b.end <= s.durable_end && b.end > s.committed_end)
-                .max_by_key(|b| b.max_timestamp)
-                .map(|b| (b.max_timestamp, b.bytes.clone()))
-        };
-        let mut best: Option<(i64, Bytes)> = tail_best;
-        if let Some(e) = entry {
-            if best.as_ref().is_none_or(|(ts, _)| e.max_timestamp > *ts) {
-                let chunk = self.load_chunk(&e).await?;
-                if let Some((h, b)) = batch::iter(&chunk).max_by_key(|(h, _)| h.max_timestamp) {
-                    best = Some((h.max_timestamp, b));
-                }
-            }
-        }
-        Ok(best.and_then(|(ts, b)| {
-            let h = batch::parse_header(&b).ok()?;
-            Some(record_at_or_after(&b, ts).unwrap_or((h.last_offset(), ts)))
-        }))
-    }
-
     /// Raise a partition's log start offset (after the controller committed it).
     pub fn set_log_start(&self, id: PartitionId, offset: i64) {
         if let Some(p) = self.partition(id) {
@@ -784,26 +613,6 @@ impl Storage {
         self.shutting_down.store(true, Ordering::Relaxed);
         self.flush().await;
     }
-}
-
-fn clamp((offset, ts): (i64, i64), log_start: i64) -> (i64, i64) {
-    (offset.max(log_start), ts)
-}
-
-/// Decode a batch's records (decompressing if needed) and find the first
-/// whose timestamp reaches `ts`. `None` if the batch cannot be decoded.
-fn record_at_or_after(batch_bytes: &Bytes, ts: i64) -> Option<(i64, i64)> {
-    let h = batch::parse_header(batch_bytes).ok()?;
-    // Refuse absurd counts before the decoder allocates for them.
-    if h.record_count < 0 || h.record_count > 1_000_000 {
-        return None;
-    }
-    let mut buf = batch_bytes.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= ts)
-        .map(|r| (r.offset, r.timestamp))
 }
 
 /// Re-apply WAL records above each partition's committed end. Returns the
