@@ -12,8 +12,10 @@ use uuid::Uuid;
 
 mod moves;
 mod objects;
+mod placement;
 
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
+use placement::Load;
 
 use super::{Broker, Command, CommittedOffset, MetadataState, Partition, PartitionId, Topic};
 
@@ -374,6 +376,7 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
     let mut load = Load::of(state);
     let mut moved = 0u32;
     for topic in state.topics.values_mut() {
+        let topic_id = topic.id;
         for partition in &mut topic.partitions {
             if partition.target == Some(id) {
                 partition.target = None;
@@ -384,71 +387,13 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
             // A pending move's target takes it (it was counted there).
             partition.leader = match partition.target.take() {
                 Some(t) if load.is_live(t) => t,
-                _ => load.place(),
+                _ => load.place(topic_id),
             };
             partition.leader_epoch = partition.leader_epoch.saturating_add(1);
             moved += 1;
         }
     }
     Ok(Outcome::BrokerFenced { moved })
-}
-
-/// How many partitions each live (unfenced) broker leads: where new and
-/// orphaned partitions go.
-pub(super) struct Load(BTreeMap<i32, usize>);
-
-impl Load {
-    /// Counts each partition at its pending move's target, if any.
-    pub(super) fn of(state: &MetadataState) -> Load {
-        let mut load: BTreeMap<i32, usize> = state
-            .brokers
-            .values()
-            .filter(|b| !b.fenced && !b.draining)
-            .map(|b| (b.id, 0))
-            .collect();
-        for topic in state.topics.values() {
-            for partition in &topic.partitions {
-                let at = partition.target.unwrap_or(partition.leader);
-                if let Some(n) = load.get_mut(&at) {
-                    *n += 1;
-                }
-            }
-        }
-        Load(load)
-    }
-
-    pub(super) fn is_live(&self, broker: i32) -> bool {
-        self.0.contains_key(&broker)
-    }
-
-    /// The least-loaded live broker (lowest id on ties), now one partition
-    /// busier; `-1` when no broker is live.
-    pub(super) fn place(&mut self) -> i32 {
-        let target = self
-            .0
-            .iter()
-            .min_by_key(|(broker, n)| (**n, **broker))
-            .map(|(broker, _)| *broker);
-        match target {
-            Some(t) => {
-                *self.0.entry(t).or_default() += 1;
-                t
-            }
-            None => -1,
-        }
-    }
-
-    /// `leader` itself, or a placement when it is negative ("any broker").
-    fn leader(&mut self, leader: i32) -> i32 {
-        if leader >= 0 {
-            if let Some(n) = self.0.get_mut(&leader) {
-                *n += 1;
-            }
-            leader
-        } else {
-            self.place()
-        }
-    }
 }
 
 fn create_topic(
@@ -485,7 +430,7 @@ fn create_topic(
         name: name.to_owned(),
         configs: configs.clone(),
         partitions: (0..partitions)
-            .map(|_| new_partition(load.leader(leader)))
+            .map(|_| new_partition(load.leader(id, leader)))
             .collect(),
     };
     state.topics.insert(name.to_owned(), topic);
@@ -565,6 +510,7 @@ fn create_partitions(
         .ok_or_else(|| ApplyError::UnknownTopic {
             name: name.to_owned(),
         })?;
+    let topic_id = topic.id;
     // At most MAX_PARTITIONS partitions exist, so the count fits an i32.
     let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     if total <= current || total > MAX_PARTITIONS {
@@ -577,7 +523,7 @@ fn create_partitions(
     }
     topic
         .partitions
-        .extend((current..total).map(|_| new_partition(load.leader(leader))));
+        .extend((current..total).map(|_| new_partition(load.leader(topic_id, leader))));
     Ok(Outcome::Done)
 }
 

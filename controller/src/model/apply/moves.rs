@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{ApplyError, Load, Outcome};
+use super::placement::{less, Load};
+use super::{ApplyError, Outcome};
 use crate::model::{HandOff, MetadataState, Move, PartitionId};
 
 /// Sets (or, for a move to the current leader, cancels) each move's target.
@@ -87,10 +88,10 @@ pub(super) fn complete_moves(
         }
         partition.leader = match partition.target.take() {
             Some(t) if load.is_live(t) => t,
-            Some(_) => load.place(),
+            Some(_) => load.place(h.partition.topic_id),
             // Cancelled (or its target was fenced): a draining broker still
             // gives it away, any other keeps it.
-            None if draining => load.place(),
+            None if draining => load.place(h.partition.topic_id),
             None => from,
         };
         if partition.leader < 0 {
@@ -137,9 +138,10 @@ pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome
     let mut load = Load::of(state);
     let mut requested = 0u32;
     for topic in state.topics.values_mut() {
+        let topic_id = topic.id;
         for partition in &mut topic.partitions {
             if partition.leader == id || partition.target == Some(id) {
-                let to = load.place();
+                let to = load.place(topic_id);
                 partition.target = (to != partition.leader).then_some(to);
                 requested += 1;
             }
@@ -201,21 +203,31 @@ fn weights(state: &MetadataState) -> impl Fn(u64) -> u64 {
 /// move lowers the higher of the two: partitions weigh by their reported
 /// bytes per second relative to the mean ([`weights`]), so with no loads
 /// reported this evens out partition counts (no two brokers differ by more
-/// than one). Partitions with a pending move stay as they are (and
-/// count at their target); among equally good candidates the
-/// highest-numbered partition of the first topic moves (deterministic).
+/// than one). With loads reported, brokers within a tenth of the mean
+/// broker weight of it count as balanced, so measurement noise does not
+/// make partitions flap. Among equally good candidates the partition whose
+/// topic is most concentrated in the heavy broker's zone relative to the
+/// light broker's moves (a topic spreads over the zones), then the
+/// highest-numbered partition of the first topic (deterministic).
+/// Partitions with a pending move stay as they are (and count at their
+/// target).
 pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError> {
     let weight = weights(state);
-    let live = Load::of(state);
-    if live.0.len() < 2 {
+    let mut live = Load::of(state);
+    let mut totals: BTreeMap<i32, u64> = live.live().map(|b| (b, 0)).collect();
+    if totals.len() < 2 {
         return Ok(Outcome::MovesRequested { requested: 0 });
     }
-    let mut totals: BTreeMap<i32, u64> = live.0.keys().map(|b| (*b, 0)).collect();
+    let mut any_load = false;
     for p in state.topics.values().flat_map(|t| &t.partitions) {
+        any_load |= p.load > 0;
         if let Some(t) = totals.get_mut(&p.target.unwrap_or(p.leader)) {
             *t += weight(p.load);
         }
     }
+    let brokers = totals.len() as u64;
+    let mean = totals.values().sum::<u64>() / brokers;
+    let tolerance = if any_load { mean / 10 } else { 0 };
     let mut requested = 0u32;
     let limit = state
         .topics
@@ -231,26 +243,55 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
             .iter()
             .min_by_key(|(b, w)| (**w, **b))
             .expect("two or more brokers");
-        // The candidate that leaves the pair most even, if it helps at all.
-        let mut best: Option<(u64, &mut crate::model::Partition)> = None;
-        for p in state
-            .topics
-            .values_mut()
-            .flat_map(|t| t.partitions.iter_mut().rev())
-            .filter(|p| p.leader == heavy && p.target.is_none())
-        {
-            let w = weight(p.load);
-            let after = (h - w).max(l + w);
-            if after >= h {
-                continue;
-            }
-            if best.as_ref().is_none_or(|(b, _)| after < *b) {
-                best = Some((after, p));
+        if h <= mean + tolerance {
+            break;
+        }
+        let (heavy_zone, light_zone) = (live.zone(heavy).to_owned(), live.zone(light).to_owned());
+        // The candidate that leaves the pair most even, if it helps at all;
+        // then the one whose topic leans most to the heavy broker's zone.
+        let mut best: Option<(
+            u64,
+            (usize, usize),
+            uuid::Uuid,
+            &mut crate::model::Partition,
+        )> = None;
+        for topic in state.topics.values_mut() {
+            let lean = if heavy_zone == light_zone {
+                (0, 1)
+            } else {
+                let (hc, hn) = live.topic_share(topic.id, &heavy_zone);
+                let (lc, ln) = live.topic_share(topic.id, &light_zone);
+                // heavy share − light share, as a fraction (negative → 0).
+                ((hc * ln).saturating_sub(lc * hn), hn * ln)
+            };
+            let topic_id = topic.id;
+            for p in topic
+                .partitions
+                .iter_mut()
+                .rev()
+                .filter(|p| p.leader == heavy && p.target.is_none())
+            {
+                let w = weight(p.load);
+                let after = (h - w).max(l + w);
+                if after >= h {
+                    continue;
+                }
+                let better = match &best {
+                    None => true,
+                    Some((b, b_lean, _, _)) => after < *b || (after == *b && less(*b_lean, lean)),
+                };
+                if better {
+                    best = Some((after, lean, topic_id, p));
+                }
             }
         }
-        let Some((_, partition)) = best else { break };
+        let Some((_, _, topic_id, partition)) = best else {
+            break;
+        };
         let w = weight(partition.load);
         partition.target = Some(light);
+        live.remove(topic_id, heavy);
+        live.add(topic_id, light);
         *totals.entry(heavy).or_default() -= w;
         *totals.entry(light).or_default() += w;
         requested += 1;

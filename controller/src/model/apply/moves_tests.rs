@@ -264,3 +264,169 @@ fn reported_loads_weigh_in_rebalancing() {
     );
     check_invariants(&d.state);
 }
+
+fn register_in(id: i32, zone: &str) -> Command {
+    match register(id) {
+        Command::RegisterBroker {
+            id,
+            host,
+            port,
+            volume_wal,
+            ..
+        } => Command::RegisterBroker {
+            id,
+            host,
+            port,
+            rack: Some(zone.to_owned()),
+            volume_wal,
+        },
+        c => c,
+    }
+}
+
+fn placed_topic(name: &str, id: u128, partitions: i32) -> Command {
+    Command::CreateTopic {
+        name: name.to_owned(),
+        id: crate::model::fixture::topic_id(id),
+        partitions,
+        configs: Default::default(),
+        leader: -1,
+    }
+}
+
+/// The zone of each partition's (pending) leader.
+fn zones_of(d: &Driver, topic: &str) -> Vec<String> {
+    d.state.topics[topic]
+        .partitions
+        .iter()
+        .map(|p| {
+            let at = p.target.unwrap_or(p.leader);
+            d.state.brokers[&at].rack.clone().unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn placement_spreads_a_topic_over_zones_among_equally_loaded_brokers() {
+    let mut d = Driver::default();
+    d.ok(register_in(1, "a"));
+    d.ok(register_in(2, "a"));
+    d.ok(register_in(3, "b"));
+    d.ok(register_in(4, "c"));
+    // Least-loaded first, then the zone with the fewest of the topic's
+    // partitions: not brokers 1 and 2 (both in zone a).
+    d.ok(placed_topic("t", 1, 3));
+    assert_eq!(zones_of(&d, "t"), vec!["a", "b", "c"]);
+    // A second topic balances counts first (broker 2 is idle), then zones.
+    d.ok(placed_topic("u", 2, 2));
+    let leaders: Vec<i32> = d.state.topics["u"]
+        .partitions
+        .iter()
+        .map(|p| p.leader)
+        .collect();
+    assert_eq!(leaders[0], 2, "the idle broker takes the first");
+    assert_ne!(zones_of(&d, "u")[1], "a", "the second goes to another zone");
+    // Draining broker 3 (zone b, the only one there) spreads its partitions
+    // where the topics are thinnest, still evenly by count.
+    d.ok(Command::DrainBroker { id: 3 });
+    let mut count = std::collections::BTreeMap::new();
+    for topic in ["t", "u"] {
+        for p in &d.state.topics[topic].partitions {
+            *count.entry(p.target.unwrap_or(p.leader)).or_insert(0) += 1;
+        }
+    }
+    assert!(!count.contains_key(&3), "{count:?}");
+    assert!(count.values().all(|n| *n <= 2), "{count:?}");
+    check_invariants(&d.state);
+}
+
+#[test]
+fn rebalancing_prefers_moves_that_spread_a_topic_over_zones() {
+    let mut d = Driver::default();
+    d.ok(register_in(1, "a"));
+    d.ok(register_in(2, "b"));
+    // Topics x and y: both partitions on broker 1 (zone a).
+    for (name, id) in [("x", 1), ("y", 2)] {
+        d.ok(Command::CreateTopic {
+            name: name.to_owned(),
+            id: crate::model::fixture::topic_id(id),
+            partitions: 2,
+            configs: Default::default(),
+            leader: 1,
+        });
+    }
+    // Broker 2 leads one of x's (moved there by hand earlier).
+    d.ok(Command::RequestMoves {
+        moves: vec![Move {
+            partition: pid(1, 0),
+            to: 2,
+        }],
+    });
+    // 3 on broker 1, 1 on broker 2: one moves, and it is one of y's (all
+    // of y is in zone a; x is already split), though x comes first.
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 1 }
+    );
+    let mut zones = zones_of(&d, "y");
+    zones.sort();
+    assert_eq!(zones, vec!["a", "b"]);
+    assert_eq!(zones_of(&d, "x"), vec!["b", "a"]);
+    check_invariants(&d.state);
+}
+
+#[test]
+fn small_load_differences_do_not_move_partitions() {
+    let mut d = Driver::default();
+    d.ok(register(1));
+    d.ok(register(2));
+    for (name, id, leader, partitions) in [("p", 1, 1, 3), ("q", 2, 2, 2)] {
+        d.ok(Command::CreateTopic {
+            name: name.to_owned(),
+            id: crate::model::fixture::topic_id(id),
+            partitions,
+            configs: Default::default(),
+            leader,
+        });
+    }
+    let report = |broker: i32, loads: Vec<(crate::model::PartitionId, u64)>| Command::ReportLoad {
+        broker,
+        broker_epoch: 1,
+        loads,
+    };
+    // Within a tenth of the mean of each other, nothing moves (no flapping
+    // on noise), though moving one of p's small partitions would even
+    // them out a little.
+    d.ok(report(
+        1,
+        vec![
+            (pid(1, 0), 1_000_000),
+            (pid(1, 1), 50_000),
+            (pid(1, 2), 50_000),
+        ],
+    ));
+    d.ok(report(2, vec![(pid(2, 0), 1_000_000), (pid(2, 1), 1_000)]));
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 0 }
+    );
+    // Far apart: partitions move, and then it is stable.
+    d.ok(report(
+        1,
+        vec![
+            (pid(1, 0), 3_000_000),
+            (pid(1, 1), 3_000_000),
+            (pid(1, 2), 3_000_000),
+        ],
+    ));
+    let requested = match d.ok(Command::Rebalance) {
+        Outcome::MovesRequested { requested } => requested,
+        o => panic!("{o:?}"),
+    };
+    assert!(requested >= 1);
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 0 }
+    );
+    check_invariants(&d.state);
+}
