@@ -60,6 +60,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -225,8 +226,6 @@ def one_run(run: int, args, workdir: Path) -> dict:
             if left:
                 fill_errors.append(f"{left} undelivered")
 
-        import threading
-
         th = [threading.Thread(target=fill, args=(k,)) for k in range(args.fill_producers)]
         for x in th:
             x.start()
@@ -290,6 +289,8 @@ def one_run(run: int, args, workdir: Path) -> dict:
         log(f"run {run}: new broker: {res['new_broker']}")
 
         # (e) crash failover of broker 4 leading the whole small topic
+        # (the probe warms up on partition 1, still on broker 1)
+        probe = ProbeProducer(cluster.broker(1).bootstrap, small, 1, f"failover-{run}")
         r = floe_admin(cluster, "reassign", f"{small}:*=4", timeout=60)
         wait_leaders(cluster, small, lambda v: all(l == 4 for l, _ in v.values()), 30, "small topic on broker 4")
         load = ProduceLoad(cluster.bootstrap, small, P, interval=0.002, **args.pconf).start()
@@ -300,13 +301,26 @@ def one_run(run: int, args, workdir: Path) -> dict:
             t_kill = time.monotonic()
             b4.kill()
             guard = t_kill + 0.2
+            # the probe's records go out at once and are retried (short backoffs) until
+            # another broker takes them: the broker side of the failover
+            probe_acks: list = []
+            probe_thread = threading.Thread(target=lambda: probe_acks.extend(probe.send(range(P))))
+            probe_thread.start()
+            t_meta = wait_until(
+                lambda: all(l not in (4, -1) for l, _ in partition_leaders(cluster.broker(1).bootstrap, small).values()),
+                (args.lease_ms + args.grace_ms) / 1000 + 30, "the metadata moving the partitions", interval=0.01)
             wait_until(lambda: all(first_ack_after(load.snapshot(), guard, p) for p in range(P)),
                        (args.lease_ms + args.grace_ms) / 1000 + 30, "acks after the SIGKILL", interval=0.01)
             per = [first_ack_after(load.snapshot(), guard, p).at - t_kill for p in range(P)]
+            probe_thread.join(40)
         finally:
             load.stop()
+            probe.close()
         assert not load.failed and not load.fatal_errors() and load.unflushed == 0, load.summary()
-        res["crash_failover"] = dict(partitions=P, max_ms=ms(max(per)), min_ms=ms(min(per)))
+        assert len(probe_acks) == P, f"probe acks after the SIGKILL: {probe_acks}"
+        res["crash_failover"] = dict(partitions=P, max_ms=ms(max(per)), min_ms=ms(min(per)),
+                                     metadata_ms=ms(t_meta - t_kill),
+                                     probe_max_ms=ms(max(a.at for a in probe_acks) - t_kill))
         log(f"run {run}: crash failover: {res['crash_failover']}")
     finally:
         problems = []
@@ -580,6 +594,11 @@ def main():
             "partitions": args.small_partitions,
             "max_median": median(per_run("crash_failover", "max_ms")),
             "per_run_max": per_run("crash_failover", "max_ms"),
+            "metadata_median": median(per_run("crash_failover", "metadata_ms")),
+            "probe_max_median": median(per_run("crash_failover", "probe_max_ms")),
+            "per_run_probe_max": per_run("crash_failover", "probe_max_ms"),
+            "probe": "an idempotent producer with short backoffs (10-100 ms), warmed up, sending one record per "
+                     "partition at the kill: when the partitions serve again elsewhere",
             "lease_plus_grace_ms": args.lease_ms + args.grace_ms,
         },
     }
