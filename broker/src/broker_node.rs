@@ -36,7 +36,9 @@ pub struct BrokerArgs {
     #[arg(long, env = "FLOE_CONTROLLERS", value_delimiter = ',', required = true)]
     pub controllers: Vec<String>,
     /// Object store URL shared by every broker: s3://bucket/prefix (AWS_*
-    /// variables apply), file:///path (one machine only) or memory:// (tests).
+    /// variables apply), gs://bucket/prefix (GOOGLE_*), az://container/prefix
+    /// (AZURE_*; gs:// and az:// also take ?option=value, see
+    /// docs/storage.md), file:///path (one machine only) or memory:// (tests).
     #[arg(long, env = "FLOE_OBJECT_STORE")]
     pub object_store: String,
     /// Where produce is acknowledged: after the object PUT and index commit
@@ -112,7 +114,6 @@ pub(crate) struct Member<'a> {
     pub advertised_listener: Option<&'a str>,
     pub controllers: Vec<String>,
     pub objects: crate::storage::objects::Objects,
-    pub object_store: &'a str,
     pub wal_mode: WalMode,
     pub wal_dir: PathBuf,
     pub rack: Option<String>,
@@ -138,7 +139,6 @@ impl BrokerNode {
                 .map(|c| c.trim().to_owned())
                 .collect(),
             objects,
-            object_store: &args.object_store,
             wal_mode: args.wal_mode,
             wal_dir: args.data_dir.join("wal"),
             rack: args.rack.clone(),
@@ -331,6 +331,8 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
         std::fs::create_dir_all(&wal_dir)
             .with_context(|| format!("cannot create the WAL directory {}", wal_dir.display()))?;
     }
+    // The URL's secret options (gs://, az://) are redacted in the description.
+    let objects_description = m.objects.describe().to_owned();
     let running = local::serve(Parts {
         listener,
         config: BrokerConfig {
@@ -375,7 +377,7 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
         shutdown.cancelled().await;
         stop.cancel();
     });
-    tracing::info!(broker = me.id, %addr, objects = m.object_store, wal = ?m.wal_mode, "Floe broker is ready");
+    tracing::info!(broker = me.id, %addr, objects = %objects_description, wal = ?m.wal_mode, "Floe broker is ready");
     Ok(BrokerNode {
         interrupted,
         drain_budget: m.drain_budget,

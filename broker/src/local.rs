@@ -34,7 +34,9 @@ pub struct LocalArgs {
     /// host:port that clients are told to connect to (default: the listen address).
     #[arg(long, env = "FLOE_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
-    /// Object store URL: file:///path, s3://bucket/prefix (AWS_* variables apply) or memory://.
+    /// Object store URL: file:///path, s3://bucket/prefix (AWS_* variables apply),
+    /// gs://bucket/prefix (GOOGLE_*), az://container/prefix (AZURE_*; gs:// and az://
+    /// also take ?option=value, see docs/storage.md) or memory://.
     /// Default: file://<data-dir>/objects.
     #[arg(long, env = "FLOE_OBJECT_STORE")]
     pub object_store: Option<String>,
@@ -169,7 +171,10 @@ pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 pub(crate) async fn open_objects(url: &str) -> anyhow::Result<Objects> {
     let objects = Objects::from_url(url)?;
     objects.probe().await.with_context(|| {
-        format!("object store {url} is not usable (does the bucket exist, are credentials set?)")
+        format!(
+            "object store {} is not usable (does the bucket exist, are credentials set?)",
+            objects.describe()
+        )
     })?;
     Ok(objects)
 }
@@ -342,7 +347,6 @@ impl LocalNode {
             advertised_listener: args.advertised_listener.as_deref(),
             controllers: vec![api_addr.to_string()],
             objects,
-            object_store: &url,
             wal_mode: args.wal_mode,
             wal_dir: data_dir.join("wal"),
             rack: None,

