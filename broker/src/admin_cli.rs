@@ -63,6 +63,16 @@ pub enum AdminCommand {
     /// Even out the load each live broker leads: partitions, weighted by the
     /// bytes per second their leaders report.
     Rebalance,
+    /// Give up on a fenced `volume`-WAL broker whose volume is lost for good:
+    /// its partitions move to the live brokers and open from what it
+    /// uploaded. Records it acknowledged after its last upload are LOST.
+    GiveUp {
+        broker: i32,
+        /// Required: confirms that losing the broker's un-uploaded records is
+        /// accepted.
+        #[arg(long)]
+        accept_data_loss: bool,
+    },
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -124,6 +134,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 bail!("broker {from} leads no partition");
             }
             Command::RequestMoves { moves }
+        }
+        AdminCommand::GiveUp {
+            broker,
+            accept_data_loss,
+        } => {
+            if !accept_data_loss {
+                bail!(
+                    "giving up on broker {broker} loses the records it acknowledged after its \
+                     last upload; pass --accept-data-loss if its volume is gone for good"
+                );
+            }
+            let cmd = Command::GiveUpBroker { id: *broker };
+            let done = format!("gave up on broker {broker}; its partitions moved");
+            return simple(&client, &cmd, args.json, &done).await;
         }
         AdminCommand::Drain { broker } => Command::DrainBroker { id: *broker },
         AdminCommand::Rebalance => Command::Rebalance,

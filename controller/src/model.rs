@@ -236,6 +236,12 @@ pub enum Command {
         id: i32,
         epoch: i64,
     },
+    /// An operator gives up on fenced broker `id` (a `volume`-WAL broker
+    /// whose volume is lost for good): its partitions go to the live brokers,
+    /// losing what it acknowledged after its last upload.
+    GiveUpBroker {
+        id: i32,
+    },
     CreateTopic {
         name: String,
         id: Uuid,

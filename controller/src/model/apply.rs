@@ -199,6 +199,8 @@ pub enum ApplyError {
     UnknownBroker { id: i32 },
     #[error("broker {id} cannot be drained: {reason}")]
     CannotDrain { id: i32, reason: String },
+    #[error("cannot give up on broker {id}: {reason}")]
+    CannotGiveUp { id: i32, reason: String },
     #[error("cannot allocate {count} producer ids; ask for 1 to {max} at a time")]
     InvalidProducerIdCount { count: i64, max: i64 },
     #[error("compaction of partition {partition} is stale: the entry at offset {base_offset} changed since it was read; compact again from the current index")]
@@ -247,6 +249,7 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             volume_wal,
         } => register_broker(state, *id, host, *port, rack, *volume_wal),
         Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch),
+        Command::GiveUpBroker { id } => give_up_broker(state, *id),
         Command::CreateTopic {
             name,
             id,
@@ -373,6 +376,13 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
     if volume_wal {
         return Ok(Outcome::BrokerFenced { moved: 0 });
     }
+    let moved = place_elsewhere(state, id);
+    Ok(Outcome::BrokerFenced { moved })
+}
+
+/// Gives broker `id`'s partitions (and moves targeting it) to the live
+/// brokers, each under a bumped leader epoch; returns how many moved.
+fn place_elsewhere(state: &mut MetadataState, id: i32) -> u32 {
     let mut load = Load::of(state);
     let mut moved = 0u32;
     for topic in state.topics.values_mut() {
@@ -393,6 +403,26 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
             moved += 1;
         }
     }
+    moved
+}
+
+/// An operator gives up on fenced broker `id` (a `volume`-WAL broker whose
+/// volume is lost): its partitions go to the live brokers under a bumped
+/// leader epoch, opening from what it uploaded. Records it acknowledged
+/// after its last upload are lost; the epoch bump refuses anything it
+/// commits if it ever comes back. Refused while its lease holds.
+fn give_up_broker(state: &mut MetadataState, id: i32) -> Result<Outcome, ApplyError> {
+    let broker = state
+        .brokers
+        .get(&id)
+        .ok_or(ApplyError::UnknownBroker { id })?;
+    if !broker.fenced {
+        return Err(ApplyError::CannotGiveUp {
+            id,
+            reason: "it is live (its lease holds): drain it instead".to_owned(),
+        });
+    }
+    let moved = place_elsewhere(state, id);
     Ok(Outcome::BrokerFenced { moved })
 }
 

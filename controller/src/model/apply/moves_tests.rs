@@ -430,3 +430,56 @@ fn small_load_differences_do_not_move_partitions() {
     );
     check_invariants(&d.state);
 }
+
+#[test]
+fn giving_up_on_a_lost_volume_wal_broker_moves_its_partitions_under_a_new_epoch() {
+    let mut d = Driver::default();
+    d.ok(register(2));
+    d.ok(register(3));
+    d.ok(Command::RegisterBroker {
+        id: 1,
+        host: "b1".to_owned(),
+        port: 9092,
+        rack: None,
+        volume_wal: true,
+    });
+    d.ok(create_topic("a", 1, 4)); // all on broker 1
+    d.ok(commit("o1", &[(pid(1, 0), 0, 10, 0)]));
+    // While its lease holds, giving up is refused (drain it instead).
+    assert!(matches!(
+        d.refused(Command::GiveUpBroker { id: 1 }),
+        ApplyError::CannotGiveUp { id: 1, .. }
+    ));
+    assert!(matches!(
+        d.refused(Command::GiveUpBroker { id: 9 }),
+        ApplyError::UnknownBroker { id: 9 }
+    ));
+    // Fenced: it keeps its partitions (its volume may hold acknowledged data).
+    d.ok(Command::FenceBroker { id: 1, epoch: 1 });
+    assert!(leaders(&d, "a").iter().all(|(l, e, _)| *l == 1 && *e == 0));
+    // Given up: they spread over the live brokers, one epoch on, from what
+    // broker 1 committed.
+    assert_eq!(
+        d.ok(Command::GiveUpBroker { id: 1 }),
+        Outcome::BrokerFenced { moved: 4 }
+    );
+    let after = leaders(&d, "a");
+    assert!(
+        after.iter().all(|(l, e, _)| *l != 1 && *e == 1),
+        "{after:?}"
+    );
+    assert_eq!(d.state.topics["a"].partitions[0].committed_end, 10);
+    // If it comes back, what it still holds at the old epoch is refused.
+    d.ok(Command::RegisterBroker {
+        id: 1,
+        host: "b1".to_owned(),
+        port: 9092,
+        rack: None,
+        volume_wal: true,
+    });
+    assert!(matches!(
+        d.refused(commit("late", &[(pid(1, 0), 10, 12, 0)])),
+        ApplyError::StaleLeaderEpoch { .. }
+    ));
+    check_invariants(&d.state);
+}
