@@ -190,6 +190,12 @@ async fn typed_calls_answer_what_they_did_and_refuse_with_fitting_codes() -> any
     ensure!(complete_moves(&client, 1, "orders").await? == (on_one, 0));
     let progress = client.move_progress(&one).await?;
     ensure!(progress.pending == 0 && drained(&progress), "{progress:?}");
+    // Nothing moves to a draining broker.
+    let (code, message) = refusal(client.reassign(&[mv("orders", 0, 1)]).await)?;
+    ensure!(
+        code == Code::FailedPrecondition && message.contains("not a live broker"),
+        "{code:?}: {message}"
+    );
 
     // The last live broker cannot be drained: refused at once, not retried
     // elsewhere until the deadline.
