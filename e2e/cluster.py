@@ -1229,6 +1229,7 @@ def floe_admin(cluster: "Cluster | str", *args: str, timeout: float = 120.0, bin
     cmd += [str(a) for a in args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOE_")}
     env.setdefault("NO_COLOR", "1")
+    env["RUST_LIB_BACKTRACE"] = "0"  # errors as messages, even under RUST_BACKTRACE=1
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:

@@ -21,10 +21,12 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from cluster import (  # noqa: F401  (make_cluster is a fixture)
+    AdminFailed,
     ProduceLoad,
     check_data,
     consume_all,
     epochs_of,
+    floe_admin,
     make_cluster,
     metadata,
 )
@@ -290,3 +292,66 @@ def test_volume_mode_cut_broker_stops_acknowledging(make_cluster):
         f"after the heal broker {a.node_id} does not lead {a_parts} again: {after}")
     assert all(during[p][0] != b.node_id for p in a_parts), (
         f"volume mode: A's partitions were given to broker {b.node_id} during the cut: {during}")
+
+
+@pytest.mark.timeout(180)
+def test_volume_mode_give_up_on_a_lost_broker(make_cluster):
+    """A volume-WAL broker that never comes back: its partitions stay with it
+    (fenced) until `floe admin give-up B --accept-data-loss` moves them to the
+    live broker under a new epoch, opening from what it uploaded. Here every
+    acknowledged record was uploaded before the kill, so nothing is lost; the
+    broker coming back later with its old volume disturbs nothing."""
+    cluster = make_cluster(brokers=2, wal_mode="volume", lease_ms=LEASE_MS, grace_ms=GRACE_MS,
+                           broker_args=["--upload-interval-ms", "200"])
+    topic = unique_name("give-up")
+    epochs0 = create_spread_topic(cluster, topic)
+    a, b = cluster.broker(1), cluster.broker(2)
+    a_parts = sorted(p for p, (l, _) in leaders_seen_by(b, topic).items() if l == a.node_id)
+    assert a_parts, "broker 1 leads no partition"
+
+    load = ProduceLoad(cluster.bootstrap, topic, PARTITIONS).start()
+    wait_until(lambda: all(first_ack_after(load, 0, p) for p in range(PARTITIONS)), 20, "acks everywhere")
+    time.sleep(1)
+    load.stop(flush_timeout=30)
+    assert not load.failed and load.unflushed == 0, load.summary()
+    time.sleep(1.5)  # every acknowledged record uploaded (200 ms upload interval)
+    a.kill()
+    time.sleep((LEASE_MS + GRACE_MS) / 1000 + 1.0)
+    during = leaders_seen_by(b, topic)
+    assert all(during[p][0] != b.node_id for p in a_parts), f"moved without being asked: {during}"
+
+    with pytest.raises(AdminFailed, match="accept-data-loss"):
+        floe_admin(cluster, "give-up", str(a.node_id))
+    t = time.monotonic()
+    r = floe_admin(cluster, "give-up", str(a.node_id), "--accept-data-loss")
+    assert r["outcome"] == f"BrokerFenced {{ moved: {len(a_parts)} }}", r
+    after = {}
+    wait_until(lambda: (after.update(leaders_seen_by(b, topic)) or True)
+               and all(after[p][0] == b.node_id and after[p][1] > epochs0[p] for p in a_parts),
+               15, f"partitions {a_parts} on broker {b.node_id}")
+    timing(f"give-up: partitions {a_parts} led by broker {b.node_id} {time.monotonic() - t:.2f} s after the command")
+
+    # They take produce again, after everything acknowledged before.
+    from confluent_kafka import Producer
+
+    pr = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "log_level": 3})
+    errors = []
+    for p in a_parts:
+        pr.produce(topic, value=f"after-{p}".encode(), partition=p,
+                   on_delivery=lambda e, m: e and errors.append(str(e)))
+    assert pr.flush(30) == 0 and not errors, errors
+    consumed = consume_all(b.bootstrap, topic, PARTITIONS)
+    whole = {p: [r.value for r in recs] for p, recs in consumed.items()}
+    later = {r.value for recs in consumed.values() for r in recs if r.value.startswith(b"after-")}
+    assert later == {f"after-{p}".encode() for p in a_parts}, later
+    for recs in consumed.values():
+        recs[:] = [r for r in recs if not r.value.startswith(b"after-")]
+    print(check_data(load.acks, consumed), flush=True)
+
+    # The old broker returns with its volume: it leads nothing it lost, and
+    # the topic reads the same.
+    a.start()
+    time.sleep(1)
+    again = consume_all(b.bootstrap, topic, PARTITIONS)
+    assert {p: [r.value for r in recs] for p, recs in again.items()} == whole
+    assert all(leaders_seen_by(b, topic)[p][0] == b.node_id for p in a_parts)

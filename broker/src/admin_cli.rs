@@ -1,8 +1,9 @@
 //! `floe admin`: cluster status and partition moves from a terminal or a
-//! script. Moves are requested from the controller quorum and followed
-//! through a live copy of the metadata, so progress shows as it happens: a
-//! progress bar on a terminal, one line per change otherwise, and with
-//! `--json` a single JSON line at the end.
+//! script. Topics and moves are changed through the controllers' typed
+//! `Admin` calls (exactly once, leader hints followed) and moves are
+//! followed through a live copy of the metadata, so progress shows as it
+//! happens: a progress bar on a terminal, one line per change otherwise, and
+//! with `--json` a single JSON line at the end.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use floe_controller::grpc::client::{ClientOptions, ControllerClient, Mirror};
-use floe_controller::model::{Command, MetadataState, Move, Outcome, PartitionId};
+use floe_controller::grpc::client::{ClientError, ClientOptions, ControllerClient, Mirror};
+use floe_controller::grpc::proto::{MovesReply, PartitionMove};
+use floe_controller::model::{MetadataState, Outcome, PartitionId};
 
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
@@ -77,6 +79,28 @@ pub enum AdminCommand {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let client = ControllerClient::new(args.controllers.clone(), ClientOptions::default());
+    // Topic changes have no progress to follow: no copy of the metadata.
+    let plan = match &args.command {
+        AdminCommand::CreateTopic {
+            name,
+            partitions,
+            configs,
+        } => return create_topic(&client, name, *partitions, configs, args.json).await,
+        AdminCommand::DeleteTopic { name } => return delete_topic(&client, name, args.json).await,
+        AdminCommand::GiveUp {
+            broker,
+            accept_data_loss,
+        } => return give_up(&client, *broker, *accept_data_loss, args.json).await,
+        AdminCommand::Status => None,
+        AdminCommand::Reassign { moves } => Some(Plan::Reassign(parse_moves(moves)?)),
+        AdminCommand::Move { from, to, count } => Some(Plan::Move {
+            from: *from,
+            to: *to,
+            count: count.unwrap_or(usize::MAX),
+        }),
+        AdminCommand::Drain { broker } => Some(Plan::Drain(*broker)),
+        AdminCommand::Rebalance => Some(Plan::Rebalance),
+    };
     let mirror = Mirror::start(client.clone());
     let (index, _) = client
         .read_state()
@@ -86,84 +110,44 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         mirror.wait_for(index, Duration::from_secs(30)).await,
         "the metadata watch did not catch up within 30 s"
     );
-    let command = match &args.command {
-        AdminCommand::Status => {
-            let status = mirror.read(describe);
-            if args.json {
-                println!("{}", serde_json::to_string(&status)?);
-            } else {
-                print_status(&status);
-            }
-            return Ok(());
+    let Some(plan) = plan else {
+        let status = mirror.read(describe);
+        if args.json {
+            println!("{}", serde_json::to_string(&status)?);
+        } else {
+            print_status(&status);
         }
-        AdminCommand::CreateTopic {
-            name,
-            partitions,
-            configs,
-        } => {
-            for (k, v) in configs {
-                crate::handler::config::validate_topic_config(k, v)
-                    .map_err(|e| anyhow::anyhow!("--config {k}={v}: {e}"))?;
-            }
-            let cmd = Command::CreateTopic {
-                name: name.clone(),
-                id: uuid::Uuid::new_v4(),
-                partitions: *partitions,
-                configs: configs.iter().cloned().collect(),
-                leader: -1,
-            };
-            return simple(&client, &cmd, args.json, &format!("created topic {name}")).await;
-        }
-        AdminCommand::DeleteTopic { name } => {
-            let cmd = Command::DeleteTopic { name: name.clone() };
-            return simple(&client, &cmd, args.json, &format!("deleted topic {name}")).await;
-        }
-        AdminCommand::Reassign { moves } => {
-            let moves = mirror.read(|s| parse_moves(s, moves))?;
-            Command::RequestMoves { moves }
-        }
-        AdminCommand::Move { from, to, count } => {
-            let moves: Vec<Move> = mirror.read(|s| {
-                led_by(s, *from)
+        return Ok(());
+    };
+    // Partitions that moved are those whose leader epoch changed since now.
+    let before: BTreeMap<PartitionId, i32> = mirror.read(epochs);
+    let started = Instant::now();
+    let reply: MovesReply = match plan {
+        Plan::Reassign(moves) => client.reassign(&moves).await,
+        Plan::Move { from, to, count } => {
+            let moves: Vec<PartitionMove> = mirror.read(|s| {
+                led_by(s, from)
                     .into_iter()
-                    .take(count.unwrap_or(usize::MAX))
-                    .map(|partition| Move { partition, to: *to })
+                    .take(count)
+                    .map(|(topic, partition)| PartitionMove {
+                        topic,
+                        partition,
+                        to_broker: to,
+                        all_partitions: false,
+                    })
                     .collect()
             });
             if moves.is_empty() {
                 bail!("broker {from} leads no partition");
             }
-            Command::RequestMoves { moves }
+            client.reassign(&moves).await
         }
-        AdminCommand::GiveUp {
-            broker,
-            accept_data_loss,
-        } => {
-            if !accept_data_loss {
-                bail!(
-                    "giving up on broker {broker} loses the records it acknowledged after its \
-                     last upload; pass --accept-data-loss if its volume is gone for good"
-                );
-            }
-            let cmd = Command::GiveUpBroker { id: *broker };
-            let done = format!("gave up on broker {broker}; its partitions moved");
-            return simple(&client, &cmd, args.json, &done).await;
-        }
-        AdminCommand::Drain { broker } => Command::DrainBroker { id: *broker },
-        AdminCommand::Rebalance => Command::Rebalance,
-    };
-    // Partitions that moved are those whose leader epoch changed since now.
-    let before: BTreeMap<PartitionId, i32> = mirror.read(epochs);
-    let started = Instant::now();
-    let committed = client.propose(&command).await?;
-    let requested = match committed.answer {
-        Ok(Outcome::MovesRequested { requested }) => requested as usize,
-        Ok(other) => bail!("unexpected answer {other:?}"),
-        Err(e) => bail!("refused: {e}"),
-    };
-    mirror
-        .wait_for(committed.index, Duration::from_secs(30))
-        .await;
+        Plan::Drain(id) => client.drain_broker(id).await,
+        Plan::Rebalance => client.rebalance().await,
+    }
+    .map_err(refused)?;
+    let requested = reply.requested as usize;
+    mirror.wait_for(reply.index, Duration::from_secs(30)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     let tty = !args.json && std::io::stderr().is_terminal();
     let mut changes = mirror.subscribe();
@@ -226,28 +210,108 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Proposes a command with no progress to follow.
-async fn simple(
+/// A change that requests moves, followed until they are done.
+enum Plan {
+    Reassign(Vec<PartitionMove>),
+    /// What broker `from` leads (at most `count` partitions), to `to`,
+    /// as the metadata says once it is read.
+    Move {
+        from: i32,
+        to: i32,
+        count: usize,
+    },
+    Drain(i32),
+    Rebalance,
+}
+
+async fn create_topic(
     client: &ControllerClient,
-    cmd: &Command,
+    name: &str,
+    partitions: i32,
+    configs: &[(String, String)],
     json: bool,
-    done: &str,
 ) -> anyhow::Result<()> {
-    let committed = client.propose(cmd).await?;
+    for (k, v) in configs {
+        crate::handler::config::validate_topic_config(k, v)
+            .map_err(|e| anyhow::anyhow!("--config {k}={v}: {e}"))?;
+    }
+    let configs = configs.iter().cloned().collect();
+    let reply = client
+        .create_topic(name, partitions, &configs)
+        .await
+        .map_err(refused)?;
+    let id = uuid::Uuid::parse_str(&reply.topic_id)
+        .with_context(|| format!("the controller answered topic id {:?}", reply.topic_id))?;
+    let outcome = Outcome::TopicCreated { id };
+    done(
+        &outcome,
+        reply.index,
+        json,
+        &format!("created topic {name}"),
+    )
+}
+
+async fn delete_topic(client: &ControllerClient, name: &str, json: bool) -> anyhow::Result<()> {
+    let reply = client.delete_topic(name).await.map_err(refused)?;
+    let outcome = Outcome::ObjectsReleased {
+        keys: reply.released_objects,
+    };
+    done(
+        &outcome,
+        reply.index,
+        json,
+        &format!("deleted topic {name}"),
+    )
+}
+
+/// Proposes `GiveUpBroker` (no typed call: it loses data, so it stays a
+/// deliberate command), once the loss is accepted.
+async fn give_up(
+    client: &ControllerClient,
+    broker: i32,
+    accept_data_loss: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !accept_data_loss {
+        bail!(
+            "giving up on broker {broker} loses the records it acknowledged after its last \
+             upload; pass --accept-data-loss if its volume is gone for good"
+        );
+    }
+    let committed = client
+        .propose(&floe_controller::model::Command::GiveUpBroker { id: broker })
+        .await?;
     match committed.answer {
-        Ok(outcome) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "outcome": format!("{outcome:?}"), "index": committed.index })
-                );
-            } else {
-                println!("{done}");
-            }
-            Ok(())
-        }
+        Ok(outcome) => done(
+            &outcome,
+            committed.index,
+            json,
+            &format!("gave up on broker {broker}; its partitions moved"),
+        ),
         Err(e) => bail!("refused: {e}"),
     }
+}
+
+/// A refusal by the controllers says what was wrong; anything else is the
+/// client's error (unreachable quorum, ...).
+fn refused(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Refused { message, .. } => anyhow::anyhow!("refused: {message}"),
+        other => other.into(),
+    }
+}
+
+/// Reports a change with no progress to follow.
+fn done(outcome: &Outcome, index: u64, json: bool, done: &str) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "outcome": format!("{outcome:?}"), "index": index })
+        );
+    } else {
+        println!("{done}");
+    }
+    Ok(())
 }
 
 fn parse_config(s: &str) -> Result<(String, String), String> {
@@ -312,7 +376,9 @@ fn pending(s: &MetadataState) -> Vec<PartitionId> {
         .collect()
 }
 
-fn led_by(s: &MetadataState, broker: i32) -> Vec<PartitionId> {
+/// The partitions broker `broker` leads with no move pending, as (topic,
+/// partition).
+fn led_by(s: &MetadataState, broker: i32) -> Vec<(String, i32)> {
     s.topics
         .values()
         .flat_map(|t| {
@@ -320,15 +386,14 @@ fn led_by(s: &MetadataState, broker: i32) -> Vec<PartitionId> {
                 .iter()
                 .enumerate()
                 .filter(move |(_, p)| p.leader == broker && p.target.is_none())
-                .map(move |(i, _)| PartitionId {
-                    topic_id: t.id,
-                    partition: i as i32,
-                })
+                .map(move |(i, _)| (t.name.clone(), i as i32))
         })
         .collect()
 }
 
-fn parse_moves(s: &MetadataState, specs: &[String]) -> anyhow::Result<Vec<Move>> {
+/// `TOPIC:PARTITION=BROKER` or `TOPIC:*=BROKER`; the controllers check that
+/// the topic, partition and broker exist.
+fn parse_moves(specs: &[String]) -> anyhow::Result<Vec<PartitionMove>> {
     let mut moves = Vec::new();
     for spec in specs {
         let parsed = spec
@@ -337,27 +402,22 @@ fn parse_moves(s: &MetadataState, specs: &[String]) -> anyhow::Result<Vec<Move>>
         let Some(((topic, partition), to)) = parsed else {
             bail!("cannot read {spec:?}: write TOPIC:PARTITION=BROKER or TOPIC:*=BROKER");
         };
-        let Some(t) = s.topics.get(topic) else {
-            bail!("topic {topic:?} does not exist");
-        };
-        let indexes: Vec<i32> = if partition == "*" {
-            (0..t.partitions.len() as i32).collect()
+        let (partition, all_partitions) = if partition == "*" {
+            (0, true)
         } else {
             match partition.parse::<i32>() {
-                Ok(p) if (0..t.partitions.len() as i32).contains(&p) => vec![p],
-                _ => bail!(
-                    "topic {topic:?} has partitions 0..{}, not {partition:?}",
-                    t.partitions.len()
-                ),
+                Ok(p) => (p, false),
+                Err(_) => {
+                    bail!("cannot read partition {partition:?} of {spec:?}: write a number or *")
+                }
             }
         };
-        moves.extend(indexes.into_iter().map(|partition| Move {
-            partition: PartitionId {
-                topic_id: t.id,
-                partition,
-            },
-            to,
-        }));
+        moves.push(PartitionMove {
+            topic: topic.to_owned(),
+            partition,
+            to_broker: to,
+            all_partitions,
+        });
     }
     Ok(moves)
 }
@@ -442,5 +502,35 @@ fn print_status(s: &Status) {
             b.load_bytes_per_sec / 1024,
             b.rack.as_deref().unwrap_or("-")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_specs_name_one_partition_or_all_of_a_topic() {
+        let moves = parse_moves(&["orders:3=2".to_owned(), "orders.v2:*=4".to_owned()]).unwrap();
+        assert_eq!(
+            moves,
+            vec![
+                PartitionMove {
+                    topic: "orders".into(),
+                    partition: 3,
+                    to_broker: 2,
+                    all_partitions: false,
+                },
+                PartitionMove {
+                    topic: "orders.v2".into(),
+                    partition: 0,
+                    to_broker: 4,
+                    all_partitions: true,
+                },
+            ]
+        );
+        for bad in ["orders=2", "orders:x=2", "orders:1=", "orders:1"] {
+            assert!(parse_moves(&[bad.to_owned()]).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,8 @@
 //!   the Raft port), one HTTP/2 channel per peer, created once and reused.
 //! - [`service`]: the servers: `RaftPeer` (controllers only), `Metadata`
 //!   (propose, watch the applied log, linearizable reads) and `Admin`
-//!   (status, membership changes) on the metadata port.
+//!   (status, membership changes, typed topic and placement changes, move
+//!   progress) on the metadata port.
 //! - [`client`]: [`ControllerClient`] for brokers, the operator and tools:
 //!   follows leader hints, proposes exactly once (sessions), watches.
 //! - [`node`]: [`node::start`] runs one controller: storage, Raft, both
@@ -35,6 +36,12 @@ pub mod proto {
 pub const LEADER_ID_HEADER: &str = "floe-leader-id";
 /// Response metadata key: that leader's metadata address (`host:port`).
 pub const LEADER_ADDRESS_HEADER: &str = "floe-leader-address";
+
+/// Response metadata key on a typed `Admin` call the metadata model refused:
+/// the refusal's kind (`CannotDrain`, `UnknownTopic`, ...). It tells a
+/// refusal apart from a follower's `FAILED_PRECONDITION`: retrying a refusal
+/// elsewhere gets the same answer.
+pub const REFUSED_HEADER: &str = "floe-refused";
 
 /// The largest gRPC request a controller accepts (and clients send): a
 /// proposal or a Raft message. Raft snapshots travel in chunks of openraft's

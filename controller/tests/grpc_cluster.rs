@@ -4,141 +4,22 @@
 //! membership changes, watches, and hostile requests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use floe_controller::grpc::client::{ClientError, ClientOptions, Committed};
-use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
+use floe_controller::grpc::client::{ClientError, Committed};
+use floe_controller::grpc::node::{self, Listeners};
 use floe_controller::grpc::proto::metadata_client::MetadataClient;
 use floe_controller::grpc::proto::raft_peer_client::RaftPeerClient;
 use floe_controller::grpc::proto::{ProposeRequest, RaftPayload};
-use floe_controller::grpc::service::LeaseConfig;
-use floe_controller::grpc::{ControllerClient, Mirror, LEADER_ADDRESS_HEADER};
+use floe_controller::grpc::{Mirror, LEADER_ADDRESS_HEADER};
 use floe_controller::model::{Command, Outcome};
-use floe_controller::raft::{ControllerNode, NodeId};
+use floe_controller::raft::ControllerNode;
 
-const WAIT: Duration = Duration::from_secs(15);
-/// Broker leases in these tests: short, so fencing is quick to observe.
-const LEASE: Duration = Duration::from_millis(1_000);
-const LEASE_GRACE: Duration = Duration::from_millis(300);
+#[path = "support/cluster.rs"]
+mod cluster;
 
-struct Cluster {
-    root: PathBuf,
-    voters: BTreeMap<NodeId, ControllerNode>,
-    nodes: BTreeMap<NodeId, RunningController>,
-}
-
-fn config(
-    root: &Path,
-    id: NodeId,
-    voters: &BTreeMap<NodeId, ControllerNode>,
-) -> anyhow::Result<NodeConfig> {
-    let mut raft = node::default_raft_config("floe-test")?;
-    // Snapshot often, so that restarts and lagging nodes use snapshots.
-    raft.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(50);
-    raft.max_in_snapshot_log_to_keep = 5;
-    Ok(NodeConfig {
-        id,
-        advertised: voters.get(&id).cloned().unwrap_or_default(),
-        initial_voters: voters.clone(),
-        data_dir: root.join(format!("controller-{id}")),
-        raft: raft.validate()?,
-        bootstrap_grace: Duration::from_millis(50),
-        leases: LeaseConfig {
-            lease: LEASE,
-            grace: LEASE_GRACE,
-        },
-    })
-}
-
-impl Cluster {
-    /// Binds three controllers on loopback and starts them.
-    async fn start(root: &Path) -> anyhow::Result<Cluster> {
-        let mut listeners = BTreeMap::new();
-        let mut voters = BTreeMap::new();
-        for id in 1..=3 {
-            let l = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
-            let (raft, api) = l.addrs()?;
-            voters.insert(id, ControllerNode::new(raft.to_string(), api.to_string()));
-            listeners.insert(id, l);
-        }
-        let mut cluster = Cluster {
-            root: root.to_owned(),
-            voters,
-            nodes: BTreeMap::new(),
-        };
-        for (id, l) in listeners {
-            cluster.start_node(id, l).await?;
-        }
-        Ok(cluster)
-    }
-
-    async fn start_node(&mut self, id: NodeId, listeners: Listeners) -> anyhow::Result<()> {
-        let config = config(&self.root, id, &self.voters)?;
-        let running = node::start(config, listeners).await?;
-        self.nodes.insert(id, running);
-        Ok(())
-    }
-
-    /// Restarts a stopped node on its old addresses.
-    async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let addr = self.voters.get(&id).context("unknown node")?.clone();
-        let listeners = Listeners::bind(addr.raft_addr.parse()?, addr.api_addr.parse()?).await?;
-        self.start_node(id, listeners).await
-    }
-
-    async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let node = self.nodes.remove(&id).context("not running")?;
-        node.shutdown().await.map_err(anyhow::Error::msg)
-    }
-
-    fn client(&self) -> ControllerClient {
-        ControllerClient::new(
-            self.voters.values().map(|n| n.api_addr.clone()).collect(),
-            ClientOptions {
-                deadline: WAIT,
-                attempt_timeout: Duration::from_secs(3),
-            },
-        )
-    }
-
-    async fn leader(&self) -> anyhow::Result<NodeId> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            for node in self.nodes.values() {
-                let leader = node.raft.metrics().borrow().current_leader;
-                if let Some(l) = leader {
-                    if self.nodes.contains_key(&l)
-                        && self.nodes[&l].raft.metrics().borrow().current_leader == Some(l)
-                    {
-                        return Ok(l);
-                    }
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("no leader among {:?}", self.nodes.keys());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until every running node applied `index`, then returns each
-    /// node's state as JSON.
-    async fn states_at(&self, index: u64) -> anyhow::Result<BTreeMap<NodeId, serde_json::Value>> {
-        let mut out = BTreeMap::new();
-        for (id, node) in &self.nodes {
-            let mut rx = node.sm.subscribe();
-            tokio::time::timeout(WAIT, rx.wait_for(|a| *a >= index))
-                .await
-                .with_context(|| format!("node {id} never applied {index}"))??;
-            let (at, json) = node.sm.state_json()?;
-            ensure!(at >= index);
-            out.insert(*id, serde_json::from_slice(&json)?);
-        }
-        Ok(out)
-    }
-}
+use cluster::{config, Cluster, LEASE, LEASE_GRACE, WAIT};
 
 fn allocated(c: &Committed) -> anyhow::Result<i64> {
     match &c.answer {

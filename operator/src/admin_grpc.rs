@@ -1,14 +1,16 @@
-//! [`ClusterAdmin`] over the controllers' gRPC metadata service: the broker
-//! list comes from a linearizable read of the metadata, drains and
-//! rebalances are proposed as controller commands (exactly once, through
-//! the client's session), and the controllers' leader hints are followed.
+//! [`ClusterAdmin`] over the controllers' typed gRPC `Admin` calls: the
+//! broker list comes from `GetMoveProgress` (a linearizable read of the
+//! brokers' drain states, not of the whole metadata), drains and rebalances
+//! are `DrainBroker` and `Rebalance` (exactly once, through the client's
+//! session), and the controllers' leader hints are followed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use floe_controller::grpc::client::{ClientError, ClientOptions, ControllerClient};
-use floe_controller::model::{ApplyError, Command, MetadataState, Outcome};
+use floe_controller::grpc::proto::{self, MoveProgressRequest};
+use floe_controller::model::MetadataState;
 use futures::future::BoxFuture;
 
 use crate::admin::{AdminConnector, AdminError, BrokerInfo, BrokerState, ClusterAdmin};
@@ -78,9 +80,14 @@ impl GrpcAdmin {
     }
 }
 
-fn unavailable(e: ClientError) -> AdminError {
-    AdminError::Unavailable {
-        reason: e.to_string(),
+/// A refusal by the controllers is [`AdminError::Refused`] (with their
+/// message); anything else means they could not be asked.
+fn failed(request: &'static str, e: ClientError) -> AdminError {
+    match e {
+        ClientError::Refused { message, .. } => refused(request, message),
+        other => AdminError::Unavailable {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -91,8 +98,10 @@ fn refused(request: &'static str, e: impl ToString) -> AdminError {
     }
 }
 
-/// Each registered broker's placement state. A broker that leads nothing and
-/// gets nothing (drained, or fenced with its partitions moved away) is
+/// Each registered broker's placement state in `state` (for a tool holding a
+/// copy of the metadata; the controllers apply the same rule in
+/// `GetMoveProgress`). A broker that leads nothing and gets nothing
+/// (drained, or fenced with its partitions moved away) is
 /// [`BrokerState::Drained`]: removing it loses nothing.
 pub fn broker_infos(state: &MetadataState) -> Vec<BrokerInfo> {
     let mut leads: BTreeMap<i32, u32> = BTreeMap::new();
@@ -125,39 +134,68 @@ pub fn broker_infos(state: &MetadataState) -> Vec<BrokerInfo> {
         .collect()
 }
 
+/// A broker's placement state as the controllers report it.
+fn broker_info(b: &proto::BrokerMoves) -> BrokerInfo {
+    let live = b.state() == proto::BrokerState::Live;
+    BrokerInfo {
+        id: b.id,
+        state: if b.drained {
+            BrokerState::Drained
+        } else if live {
+            BrokerState::Active
+        } else {
+            BrokerState::Draining
+        },
+        partitions: b.leads,
+    }
+}
+
+impl GrpcAdmin {
+    async fn broker_list(&self) -> Result<Vec<BrokerInfo>, AdminError> {
+        let progress = self
+            .client
+            .move_progress(&MoveProgressRequest {
+                limit: Some(0),
+                ..MoveProgressRequest::default()
+            })
+            .await
+            .map_err(|e| failed("brokers", e))?;
+        Ok(progress.brokers.iter().map(broker_info).collect())
+    }
+}
+
 impl ClusterAdmin for GrpcAdmin {
     fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerInfo>, AdminError>> {
-        Box::pin(async move {
-            let (_, state) = self.client.read_state().await.map_err(unavailable)?;
-            Ok(broker_infos(&state))
-        })
+        Box::pin(self.broker_list())
     }
 
     fn drain(&self, ids: &[i32]) -> BoxFuture<'_, Result<(), AdminError>> {
         let ids = ids.to_vec();
         Box::pin(async move {
             for id in ids {
-                let committed = self
-                    .client
-                    .propose(&Command::DrainBroker { id })
-                    .await
-                    .map_err(unavailable)?;
-                match committed.answer {
+                match self.client.drain_broker(id).await {
                     Ok(_) => {}
                     // Never registered (the pod never started): nothing to move.
-                    Err(ApplyError::UnknownBroker { .. }) => {}
-                    Err(e @ ApplyError::CannotDrain { .. }) => {
+                    Err(ClientError::Refused {
+                        code: tonic::Code::NotFound,
+                        ..
+                    }) => {}
+                    Err(ClientError::Refused {
+                        code: tonic::Code::FailedPrecondition,
+                        message,
+                    }) => {
                         // A fenced broker whose partitions already moved is
                         // drained; any other refusal holds the scale-in.
-                        let (_, state) = self.client.read_state().await.map_err(unavailable)?;
-                        let drained = broker_infos(&state)
+                        let drained = self
+                            .broker_list()
+                            .await?
                             .iter()
                             .any(|b| b.id == id && b.state == BrokerState::Drained);
                         if !drained {
-                            return Err(refused("drain", e));
+                            return Err(refused("drain", message));
                         }
                     }
-                    Err(e) => return Err(refused("drain", e)),
+                    Err(e) => return Err(failed("drain", e)),
                 }
             }
             Ok(())
@@ -166,16 +204,67 @@ impl ClusterAdmin for GrpcAdmin {
 
     fn rebalance(&self) -> BoxFuture<'_, Result<u32, AdminError>> {
         Box::pin(async move {
-            let committed = self
+            let reply = self
                 .client
-                .propose(&Command::Rebalance)
+                .rebalance()
                 .await
-                .map_err(unavailable)?;
-            match committed.answer {
-                Ok(Outcome::MovesRequested { requested }) => Ok(requested),
-                Ok(other) => Err(refused("rebalance", format!("unexpected answer {other:?}"))),
-                Err(e) => Err(refused("rebalance", e)),
-            }
+                .map_err(|e| failed("rebalance", e))?;
+            Ok(reply.requested)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use floe_controller::grpc::service::translation::move_progress;
+    use floe_controller::model::{apply, Command};
+
+    use super::*;
+
+    /// The controllers' drain states and the rule applied to a copy of the
+    /// metadata agree: live, draining with partitions, drained, and fenced
+    /// with its partitions moved away.
+    #[test]
+    fn the_controllers_report_the_same_broker_states_as_the_metadata_says() {
+        let mut state = MetadataState::default();
+        let mut commands: Vec<Command> = (1..=4)
+            .map(|id| Command::RegisterBroker {
+                id,
+                host: format!("broker-{id}"),
+                port: 9092,
+                rack: None,
+                volume_wal: false,
+            })
+            .collect();
+        commands.extend([
+            Command::CreateTopic {
+                name: "t".into(),
+                id: uuid::Uuid::from_u128(1),
+                partitions: 4,
+                configs: BTreeMap::new(),
+                leader: 1,
+            },
+            Command::DrainBroker { id: 1 },
+            Command::DrainBroker { id: 2 },
+            Command::FenceBroker { id: 3, epoch: 1 },
+        ]);
+        for (i, c) in commands.iter().enumerate() {
+            apply(&mut state, i as u64 + 1, c).expect("applies");
+        }
+        let progress = move_progress(&state, 9, &MoveProgressRequest::default()).expect("reads");
+        let reported: Vec<BrokerInfo> = progress.brokers.iter().map(broker_info).collect();
+        assert_eq!(reported, broker_infos(&state));
+        let states: Vec<BrokerState> = reported.iter().map(|b| b.state).collect();
+        assert_eq!(
+            states,
+            [
+                BrokerState::Draining,
+                BrokerState::Drained,
+                BrokerState::Drained,
+                BrokerState::Active
+            ]
+        );
     }
 }

@@ -34,11 +34,14 @@ use super::proto::admin_client::AdminClient;
 use super::proto::metadata_client::MetadataClient;
 use super::proto::{
     watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, HeartbeatRequest,
-    MembershipReply, ProposeRequest, ReadStateRequest, RemoveControllerRequest, WatchRequest,
+    MembershipReply, ProposeRequest, ReadStateRequest, RemoveControllerRequest, Session,
+    WatchRequest,
 };
-use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
+use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES, MAX_STATE_BYTES, REFUSED_HEADER};
 use crate::model::{apply, Command, MetadataState};
 use crate::raft::Response as Answer;
+
+mod admin;
 
 /// Why a call to the controllers failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,11 @@ enum Retry {
 
 fn classify(status: &tonic::Status) -> Option<Retry> {
     use tonic::Code;
+    if status.metadata().contains_key(REFUSED_HEADER) {
+        // Refused by the metadata model (or a membership rule): every
+        // controller would answer the same.
+        return None;
+    }
     match status.code() {
         Code::FailedPrecondition => {
             let hint = status
@@ -232,7 +240,9 @@ impl ControllerClient {
     }
 
     fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
-        Ok(AdminClient::new(self.channel(addr)?))
+        Ok(AdminClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// Runs `call` against the leader (or whoever answers, for calls any
@@ -302,26 +312,44 @@ impl ControllerClient {
     /// Commits `command` exactly once and returns what applying it answered.
     pub async fn propose(&self, command: &Command) -> Result<Committed, ClientError> {
         let json = serde_json::to_vec(command).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.with_session(|addr, session| {
+            let request = ProposeRequest {
+                command: json.clone(),
+                client_id: session.client_id,
+                seq: session.seq,
+                floor: session.floor,
+            };
+            let client = self.metadata(&addr);
+            async move {
+                let reply = client?.propose(request).await?.into_inner();
+                let answer: Answer = serde_json::from_slice(&reply.outcome).map_err(undecodable)?;
+                Ok(Committed {
+                    index: reply.index,
+                    answer,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Runs a leader-only call that changes the state exactly once: it gets
+    /// a new proposal number, the same on every retry (with the floor of the
+    /// moment), and the quorum answers a retry from memory.
+    async fn with_session<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(String, Session) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         self.pending().insert(seq);
         let result = self
             .with_retries(true, |addr| {
-                let request = ProposeRequest {
-                    command: json.clone(),
+                let session = Session {
                     client_id: self.inner.client_id.as_bytes().to_vec(),
                     seq,
                     floor: self.pending().first().copied().unwrap_or(seq),
                 };
-                let client = self.metadata(&addr);
-                async move {
-                    let reply = client?.propose(request).await?.into_inner();
-                    let answer: Answer =
-                        serde_json::from_slice(&reply.outcome).map_err(undecodable)?;
-                    Ok(Committed {
-                        index: reply.index,
-                        answer,
-                    })
-                }
+                call(addr, session)
             })
             .await;
         // Answered or given up: either way the quorum need not remember it.

@@ -117,6 +117,173 @@ pub struct AppliedEntry {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReadStateRequest {}
+/// Exactly-once delivery of a retried call, as for `ProposeRequest`: the
+/// client's random id (16 bytes), this call's number (the same on every
+/// retry, increasing per client) and the lowest number the client still
+/// waits for an answer to. Unset: the call is not deduplicated.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Session {
+    #[prost(bytes = "vec", tag = "1")]
+    pub client_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(uint64, tag = "3")]
+    pub floor: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateTopicRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(int32, tag = "2")]
+    pub partitions: i32,
+    /// Topic-level configs (`retention.ms`, `cleanup.policy`, ...).
+    #[prost(map = "string, string", tag = "3")]
+    pub configs: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(message, optional, tag = "4")]
+    pub session: ::core::option::Option<Session>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateTopicReply {
+    /// The new topic's id (a UUID, as text).
+    #[prost(string, tag = "1")]
+    pub topic_id: ::prost::alloc::string::String,
+    /// The metadata sequence number of this answer: the state includes the
+    /// change from there on (a repeat answered from memory gets its own,
+    /// later number).
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteTopicRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub session: ::core::option::Option<Session>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteTopicReply {
+    /// Objects no topic names any more; they may be deleted from the bucket.
+    #[prost(string, repeated, tag = "1")]
+    pub released_objects: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PartitionMove {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    /// The broker to lead it next; its current leader cancels a pending move.
+    #[prost(int32, tag = "3")]
+    pub to_broker: i32,
+    /// Move every partition of the topic (`partition` is ignored).
+    #[prost(bool, tag = "4")]
+    pub all_partitions: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReassignRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub moves: ::prost::alloc::vec::Vec<PartitionMove>,
+    #[prost(message, optional, tag = "2")]
+    pub session: ::core::option::Option<Session>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DrainBrokerRequest {
+    #[prost(int32, tag = "1")]
+    pub broker_id: i32,
+    #[prost(message, optional, tag = "2")]
+    pub session: ::core::option::Option<Session>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RebalanceRequest {
+    #[prost(message, optional, tag = "1")]
+    pub session: ::core::option::Option<Session>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MovesReply {
+    /// Partitions whose move was set, retargeted or cancelled.
+    #[prost(uint32, tag = "1")]
+    pub requested: u32,
+    /// The metadata sequence number of this answer (as in CreateTopicReply).
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MoveProgressRequest {
+    /// Only moves from or to this broker, and only this broker's state.
+    #[prost(int32, optional, tag = "1")]
+    pub broker_id: ::core::option::Option<i32>,
+    /// Only this topic's moves (empty: every topic).
+    #[prost(string, tag = "2")]
+    pub topic: ::prost::alloc::string::String,
+    /// List at most this many moves (unset: 1,000); `pending` counts all.
+    #[prost(uint32, optional, tag = "3")]
+    pub limit: ::core::option::Option<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MoveProgress {
+    /// The metadata sequence number the answer includes every change up to.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// Pending moves that match the request, listed or not.
+    #[prost(uint32, tag = "2")]
+    pub pending: u32,
+    /// The first `limit` of them, by topic name and partition.
+    #[prost(message, repeated, tag = "3")]
+    pub moves: ::prost::alloc::vec::Vec<PendingMove>,
+    #[prost(message, repeated, tag = "4")]
+    pub brokers: ::prost::alloc::vec::Vec<BrokerMoves>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PendingMove {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    /// The current leader, which hands the partition over.
+    #[prost(int32, tag = "3")]
+    pub from_broker: i32,
+    #[prost(int32, tag = "4")]
+    pub to_broker: i32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerMoves {
+    #[prost(int32, tag = "1")]
+    pub id: i32,
+    #[prost(enumeration = "BrokerState", tag = "2")]
+    pub state: i32,
+    /// Partitions it leads.
+    #[prost(uint32, tag = "3")]
+    pub leads: u32,
+    /// Partitions it leads that are about to move away.
+    #[prost(uint32, tag = "4")]
+    pub outgoing: u32,
+    /// Partitions about to move to it.
+    #[prost(uint32, tag = "5")]
+    pub incoming: u32,
+    /// Draining or fenced, and it leads nothing and gets nothing: removing
+    /// it loses nothing.
+    #[prost(bool, tag = "6")]
+    pub drained: bool,
+}
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ClusterStatusRequest {}
@@ -197,6 +364,41 @@ pub struct MembershipReply {
     /// The log index of the committed configuration.
     #[prost(uint64, tag = "2")]
     pub index: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum BrokerState {
+    Unspecified = 0,
+    Live = 1,
+    /// Its partitions are moving away; nothing new is placed on it.
+    Draining = 2,
+    /// Its lease lapsed: it must register again.
+    Fenced = 3,
+}
+impl BrokerState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "BROKER_STATE_UNSPECIFIED",
+            Self::Live => "BROKER_STATE_LIVE",
+            Self::Draining => "BROKER_STATE_DRAINING",
+            Self::Fenced => "BROKER_STATE_FENCED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "BROKER_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "BROKER_STATE_LIVE" => Some(Self::Live),
+            "BROKER_STATE_DRAINING" => Some(Self::Draining),
+            "BROKER_STATE_FENCED" => Some(Self::Fenced),
+            _ => None,
+        }
+    }
 }
 /// Generated client implementations.
 pub mod raft_peer_client {
@@ -1337,6 +1539,149 @@ pub mod admin_client {
                 .insert(GrpcMethod::new("floe.controller.v1.Admin", "RemoveController"));
             self.inner.unary(req, path, codec).await
         }
+        /// Creates a topic; partitions with no leader named are placed on the
+        /// least-loaded live brokers.
+        pub async fn create_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateTopicReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/CreateTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "CreateTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deletes a topic and releases the objects only it named.
+        pub async fn delete_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteTopicReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/DeleteTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "DeleteTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Asks the leaders of these partitions to hand them to other brokers; a
+        /// move to the current leader cancels a pending move.
+        pub async fn reassign(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReassignRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/Reassign",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "Reassign"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Moves every partition away from a broker and places nothing on it
+        /// until it registers again.
+        pub async fn drain_broker(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DrainBrokerRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/DrainBroker",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "DrainBroker"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Evens out the load each live broker leads.
+        pub async fn rebalance(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RebalanceRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/Rebalance",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "Rebalance"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The pending moves and each broker's drain state, from a linearizable
+        /// read (leader only). Poll it to follow a reassignment, drain or
+        /// rebalance: a move is done when it is no longer listed.
+        pub async fn get_move_progress(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MoveProgressRequest>,
+        ) -> std::result::Result<tonic::Response<super::MoveProgress>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/floe.controller.v1.Admin/GetMoveProgress",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("floe.controller.v1.Admin", "GetMoveProgress"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1370,6 +1715,47 @@ pub mod admin_server {
             &self,
             request: tonic::Request<super::RemoveControllerRequest>,
         ) -> std::result::Result<tonic::Response<super::MembershipReply>, tonic::Status>;
+        /// Creates a topic; partitions with no leader named are placed on the
+        /// least-loaded live brokers.
+        async fn create_topic(
+            &self,
+            request: tonic::Request<super::CreateTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateTopicReply>,
+            tonic::Status,
+        >;
+        /// Deletes a topic and releases the objects only it named.
+        async fn delete_topic(
+            &self,
+            request: tonic::Request<super::DeleteTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteTopicReply>,
+            tonic::Status,
+        >;
+        /// Asks the leaders of these partitions to hand them to other brokers; a
+        /// move to the current leader cancels a pending move.
+        async fn reassign(
+            &self,
+            request: tonic::Request<super::ReassignRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status>;
+        /// Moves every partition away from a broker and places nothing on it
+        /// until it registers again.
+        async fn drain_broker(
+            &self,
+            request: tonic::Request<super::DrainBrokerRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status>;
+        /// Evens out the load each live broker leads.
+        async fn rebalance(
+            &self,
+            request: tonic::Request<super::RebalanceRequest>,
+        ) -> std::result::Result<tonic::Response<super::MovesReply>, tonic::Status>;
+        /// The pending moves and each broker's drain state, from a linearizable
+        /// read (leader only). Poll it to follow a reassignment, drain or
+        /// rebalance: a move is done when it is no longer listed.
+        async fn get_move_progress(
+            &self,
+            request: tonic::Request<super::MoveProgressRequest>,
+        ) -> std::result::Result<tonic::Response<super::MoveProgress>, tonic::Status>;
     }
     /// Cluster administration, for the operator and people.
     #[derive(Debug)]
@@ -1568,6 +1954,266 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveControllerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/CreateTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateTopicSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::CreateTopicRequest>
+                    for CreateTopicSvc<T> {
+                        type Response = super::CreateTopicReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::create_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/DeleteTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteTopicSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::DeleteTopicRequest>
+                    for DeleteTopicSvc<T> {
+                        type Response = super::DeleteTopicReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::delete_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/Reassign" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReassignSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::ReassignRequest>
+                    for ReassignSvc<T> {
+                        type Response = super::MovesReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReassignRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::reassign(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReassignSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/DrainBroker" => {
+                    #[allow(non_camel_case_types)]
+                    struct DrainBrokerSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::DrainBrokerRequest>
+                    for DrainBrokerSvc<T> {
+                        type Response = super::MovesReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DrainBrokerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::drain_broker(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DrainBrokerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/Rebalance" => {
+                    #[allow(non_camel_case_types)]
+                    struct RebalanceSvc<T: Admin>(pub Arc<T>);
+                    impl<T: Admin> tonic::server::UnaryService<super::RebalanceRequest>
+                    for RebalanceSvc<T> {
+                        type Response = super::MovesReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RebalanceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::rebalance(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RebalanceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/floe.controller.v1.Admin/GetMoveProgress" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMoveProgressSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::MoveProgressRequest>
+                    for GetMoveProgressSvc<T> {
+                        type Response = super::MoveProgress;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MoveProgressRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::get_move_progress(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMoveProgressSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

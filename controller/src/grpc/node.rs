@@ -183,7 +183,11 @@ pub async fn start(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_STATE_BYTES),
         )
-        .add_service(AdminServer::new(api_service))
+        .add_service(
+            AdminServer::new(api_service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown(stopped));
     let servers = vec![tokio::spawn(peer), tokio::spawn(api)];
 

@@ -9,12 +9,10 @@
 //! controller that cannot reach a quorum or is shutting down answers
 //! `UNAVAILABLE`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::ChangeMembers;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -24,14 +22,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::proto::admin_server::Admin;
 use super::proto::metadata_server::Metadata;
 use super::proto::raft_peer_server::RaftPeer;
 use super::proto::{
-    watch_event, AddControllerRequest, AppliedEntry, Broker, ClusterStatus, ClusterStatusRequest,
-    Controller, HeartbeatReply, HeartbeatRequest, MembershipReply, ProposeReply, ProposeRequest,
-    RaftPayload, ReadStateRequest, RemoveControllerRequest, StateSnapshot, WatchEvent,
-    WatchHeartbeat, WatchRequest,
+    watch_event, AppliedEntry, HeartbeatReply, HeartbeatRequest, ProposeReply, ProposeRequest,
+    RaftPayload, ReadStateRequest, StateSnapshot, WatchEvent, WatchHeartbeat, WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
 use crate::model::Command;
@@ -58,6 +53,9 @@ const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 const WATCH_BATCH: usize = 256;
 /// Events buffered per watcher before the stream applies back-pressure.
 const WATCH_BUFFER: usize = 1_024;
+
+mod admin;
+pub mod translation;
 
 /// Serves `RaftPeer`: openraft's RPCs from the other controllers.
 #[derive(Clone)]
@@ -134,6 +132,25 @@ pub(crate) fn not_leader(me: NodeId, forward: &ForwardToLeader<NodeId, Controlle
         }
     }
     status
+}
+
+/// The session of a proposal: none for an empty client id, else checked.
+pub(crate) fn session_of(
+    client_id: &[u8],
+    seq: u64,
+    floor: u64,
+) -> Result<Option<SessionId>, Status> {
+    if client_id.is_empty() {
+        return Ok(None);
+    }
+    let client = Uuid::from_slice(client_id)
+        .map_err(|e| Status::invalid_argument(format!("client_id must be a 16-byte UUID: {e}")))?;
+    if floor > seq.saturating_add(1) {
+        return Err(Status::invalid_argument(format!(
+            "floor {floor} is above seq {seq} + 1: a client cannot have been answered a proposal it has not made"
+        )));
+    }
+    Ok(Some(SessionId { client, seq, floor }))
 }
 
 fn write_error(
@@ -352,6 +369,38 @@ impl ApiService {
         Ok(StateSnapshot { index, state })
     }
 
+    /// Commits one proposal (in the next batch) and returns its answer.
+    async fn commit(&self, proposal: Proposal, bytes: usize) -> Result<Answered, Status> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            proposal,
+            bytes,
+            reply,
+        };
+        let stopping = || Status::unavailable(format!("controller {} is stopping", self.id));
+        self.proposals.send(pending).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+
+    /// Returns once this controller is known to lead (so its applied state
+    /// includes everything committed before the call): a follower answers
+    /// with the leader hint.
+    async fn linearizable(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(self.id, &f))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                Status::unavailable(format!("controller {} cannot reach a quorum: {e}", self.id)),
+            ),
+            Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!(
+                "controller {} is stopping: {f}",
+                self.id
+            ))),
+        }
+    }
+
     fn voters(&self) -> Vec<u64> {
         let metrics = self.raft.metrics().borrow().clone();
         metrics.membership_config.voter_ids().collect()
@@ -482,33 +531,10 @@ impl Metadata for ApiService {
     ) -> Result<Response<ProposeReply>, Status> {
         let req = request.into_inner();
         let command: Command = decode(&req.command, "command")?;
-        let session = if req.client_id.is_empty() {
-            None
-        } else {
-            let client = Uuid::from_slice(&req.client_id).map_err(|e| {
-                Status::invalid_argument(format!("client_id must be a 16-byte UUID: {e}"))
-            })?;
-            if req.floor > req.seq + 1 {
-                return Err(Status::invalid_argument(format!(
-                    "floor {} is above seq {} + 1: a client cannot have been answered a proposal it has not made",
-                    req.floor, req.seq
-                )));
-            }
-            Some(SessionId {
-                client,
-                seq: req.seq,
-                floor: req.floor,
-            })
-        };
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            proposal: Proposal { session, command },
-            bytes: req.command.len(),
-            reply,
-        };
-        let stopping = || Status::unavailable(format!("controller {} is stopping", self.id));
-        self.proposals.send(pending).await.map_err(|_| stopping())?;
-        let answered = answer.await.map_err(|_| stopping())??;
+        let session = session_of(&req.client_id, req.seq, req.floor)?;
+        let answered = self
+            .commit(Proposal { session, command }, req.command.len())
+            .await?;
         Ok(Response::new(ProposeReply {
             index: answered.seq,
             outcome: encode(&answered.response)?,
@@ -531,143 +557,7 @@ impl Metadata for ApiService {
         &self,
         _request: Request<ReadStateRequest>,
     ) -> Result<Response<StateSnapshot>, Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(Response::new(self.snapshot_event()?)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(self.id, &f))
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
-                Status::unavailable(format!("controller {} cannot reach a quorum: {e}", self.id)),
-            ),
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!(
-                "controller {} is stopping: {f}",
-                self.id
-            ))),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for ApiService {
-    async fn get_cluster_status(
-        &self,
-        _request: Request<ClusterStatusRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let nodes: BTreeMap<NodeId, ControllerNode> = membership
-            .nodes()
-            .map(|(id, node)| (*id, node.clone()))
-            .collect();
-        let matched = metrics.replication.clone().unwrap_or_default();
-        let controllers = nodes
-            .iter()
-            .map(|(id, node)| Controller {
-                id: *id,
-                raft_address: node.raft_addr.clone(),
-                metadata_address: node.api_addr.clone(),
-                voter: voters.contains(id),
-                matched_index: matched.get(id).and_then(|m| m.map(|log| log.index)),
-            })
-            .collect();
-        let leader_address = metrics
-            .current_leader
-            .and_then(|id| nodes.get(&id))
-            .map(|n| n.api_addr.clone())
-            .unwrap_or_default();
-        let (brokers, topics, partitions) = self.sm.read(|state, _| {
-            let brokers = state
-                .brokers
-                .values()
-                .map(|b| Broker {
-                    id: b.id,
-                    host: b.host.clone(),
-                    port: b.port,
-                    rack: b.rack.clone().unwrap_or_default(),
-                })
-                .collect::<Vec<_>>();
-            let partitions = state
-                .topics
-                .values()
-                .map(|t| t.partitions.len() as u64)
-                .sum::<u64>();
-            (brokers, state.topics.len() as u32, partitions)
-        });
-        Ok(Response::new(ClusterStatus {
-            node_id: self.id,
-            leader_id: metrics.current_leader,
-            leader_address,
-            term: metrics.current_term,
-            last_applied: metrics.last_applied.map_or(0, |l| l.index),
-            controllers,
-            brokers,
-            topics,
-            partitions,
-        }))
-    }
-
-    async fn add_controller(
-        &self,
-        request: Request<AddControllerRequest>,
-    ) -> Result<Response<MembershipReply>, Status> {
-        let req = request.into_inner();
-        for (what, addr) in [
-            ("raft_address", &req.raft_address),
-            ("metadata_address", &req.metadata_address),
-        ] {
-            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
-                return Err(Status::invalid_argument(format!(
-                    "{what} {addr:?} must be host:port"
-                )));
-            }
-        }
-        if self.voters().contains(&req.id) {
-            return Err(Status::already_exists(format!(
-                "controller {} is already a voter",
-                req.id
-            )));
-        }
-        let node = ControllerNode::new(req.raft_address, req.metadata_address);
-        // As a learner first, blocking until it caught up, so that the
-        // quorum never waits for a voter that has yet to read the log.
-        self.raft
-            .add_learner(req.id, node, true)
-            .await
-            .map_err(|e| write_error(self.id, e))?;
-        let written = self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
-            .await
-            .map_err(|e| write_error(self.id, e))?;
-        Ok(Response::new(MembershipReply {
-            voters: self.voters(),
-            index: written.log_id.index,
-        }))
-    }
-
-    async fn remove_controller(
-        &self,
-        request: Request<RemoveControllerRequest>,
-    ) -> Result<Response<MembershipReply>, Status> {
-        let id = request.into_inner().id;
-        let voters = self.voters();
-        if !voters.contains(&id) {
-            return Err(Status::not_found(format!("controller {id} is not a voter")));
-        }
-        if voters.len() == 1 {
-            return Err(Status::failed_precondition(
-                "cannot remove the last voter".to_string(),
-            ));
-        }
-        let written = self
-            .raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| write_error(self.id, e))?;
-        Ok(Response::new(MembershipReply {
-            voters: self.voters(),
-            index: written.log_id.index,
-        }))
+        self.linearizable().await?;
+        Ok(Response::new(self.snapshot_event()?))
     }
 }

@@ -144,6 +144,14 @@ impl StateMachine {
         f(&applied.state, applied.last_applied)
     }
 
+    /// Runs `f` on the applied state and the metadata sequence number it
+    /// includes every command up to. The local replica's view, like
+    /// [`StateMachine::read`].
+    pub fn read_seq<R>(&self, f: impl FnOnce(&MetadataState, u64) -> R) -> R {
+        let applied = self.applied();
+        f(&applied.state, applied.seq)
+    }
+
     /// JSON of the applied state and the metadata sequence number it
     /// includes every command up to: where a watcher that fell behind the
     /// feed restarts.
