@@ -35,6 +35,7 @@ use floe_operator::admin::{AdminConnector, AdminError, BrokerInfo, BrokerState, 
 use floe_operator::admin_grpc::{GrpcAdmin, GrpcConnector};
 use floe_operator::controller::{run, Context};
 use floe_operator::metrics::Metrics;
+use floe_operator::reconcile::build::METADATA_PORT;
 use floe_operator::reconcile::validate::ValidatedCluster;
 use futures::future::BoxFuture;
 use kube::runtime::events::{Recorder, Reporter};
@@ -468,21 +469,20 @@ async fn scaling_and_a_rolling_change_under_load_lose_nothing() {
     let token = shutdown.clone();
     let operator = tokio::spawn(run(ctx, async move { token.cancelled().await }));
 
-    // The test's own view of the brokers, through the same admin client.
-    let observer = || async {
-        let cluster_endpoints: Vec<String> = (0..3)
-            .map(|i| kubelet.address(&format!("{CLUSTER}-controller-{i}"), 9094))
-            .collect();
-        let client = ControllerClient::new(
-            cluster_endpoints,
-            ClientOptions {
-                deadline: Duration::from_secs(5),
-                attempt_timeout: Duration::from_secs(2),
-            },
-        );
-        GrpcAdmin::new(client)
-    };
-    let observer = observer().await;
+    // The test's own view of the brokers: the same admin client, its own
+    // connection.
+    let observer = GrpcAdmin::new(ControllerClient::new(
+        (0..3)
+            .map(|i| {
+                let port = u16::try_from(METADATA_PORT).unwrap();
+                kubelet.address(&format!("{CLUSTER}-controller-{i}"), port)
+            })
+            .collect(),
+        ClientOptions {
+            deadline: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+        },
+    ));
     let brokers = || async { observer.brokers().await.ok() };
     let active_leading = |list: &[BrokerInfo], ids: &[i32]| {
         ids.iter().all(|id| {

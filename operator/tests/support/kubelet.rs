@@ -19,7 +19,8 @@
 //!   under the work dir — a fresh one per start for an `emptyDir`, a lasting
 //!   one per (claim template, pod) for a PVC;
 //! - readiness is the container's `readinessProbe` (HTTP GET) on the pod's
-//!   loopback port; Pod objects (labels, Ready condition) and the
+//!   loopback port, asked once per poll (a single failure is not-ready; no
+//!   `periodSeconds` or `failureThreshold`); Pod objects (labels, Ready condition) and the
 //!   StatefulSet's `status` (replicas, readyReplicas, updatedReplicas,
 //!   current/updateRevision, observedGeneration) are written back;
 //! - StatefulSet semantics: missing ordinals start together (both Floe sets
