@@ -27,6 +27,8 @@ pub struct BrokerInfo {
     pub state: BrokerState,
     /// Partitions the broker leads.
     pub partitions: u32,
+    /// Partitions being moved onto it (requested, not completed yet).
+    pub incoming: u32,
 }
 
 /// Where a broker is in its lifecycle, as far as placement is concerned.

@@ -117,7 +117,8 @@ pub fn broker_infos(state: &MetadataState) -> Vec<BrokerInfo> {
         .values()
         .map(|b| {
             let partitions = leads.get(&b.id).copied().unwrap_or(0);
-            let holds = partitions + incoming.get(&b.id).copied().unwrap_or(0);
+            let incoming = incoming.get(&b.id).copied().unwrap_or(0);
+            let holds = partitions + incoming;
             let state = if (b.draining || b.fenced) && holds == 0 {
                 BrokerState::Drained
             } else if b.draining || b.fenced {
@@ -129,6 +130,7 @@ pub fn broker_infos(state: &MetadataState) -> Vec<BrokerInfo> {
                 id: b.id,
                 state,
                 partitions,
+                incoming,
             }
         })
         .collect()

@@ -74,8 +74,14 @@ async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
     assert_eq!(state_of(&brokers, 2), (BrokerState::Active, 6));
     assert_eq!(state_of(&brokers, 0), (BrokerState::Active, 0));
 
-    // Rebalance: 6 on broker 2 becomes 2/2/2 once the moves complete.
+    // Rebalance: 6 on broker 2 becomes 2/2/2 once the moves complete; until
+    // then brokers 0 and 1 lead nothing but have 2 partitions coming each.
     assert_eq!(admin.rebalance().await?, 4);
+    let brokers = admin.brokers().await?;
+    for id in [0, 1] {
+        let b = brokers.iter().find(|b| b.id == id).expect("listed");
+        assert_eq!((b.partitions, b.incoming), (0, 2), "broker {id}");
+    }
 
     // Drain broker 2: Draining until it hands everything off, then Drained.
     admin.drain(&[2]).await?;

@@ -10,9 +10,10 @@
 //!   registered at all, so holds nothing), and only then is lowered.
 //! - **Scale-out** raises the count at once; once every broker below the new
 //!   count is registered and `Active`, a rebalance is asked for if some broker
-//!   holds no partition while another holds at least two — the shape a
-//!   scale-out leaves, and one that a balanced placement never has, so the
-//!   request is not repeated once the controller has spread the partitions.
+//!   holds no partition (leads none, and none is moving onto it) while
+//!   another holds at least two — the shape a scale-out leaves, and one that
+//!   a balanced placement never has, so the request is not repeated while
+//!   the controller's moves are in flight nor once they have completed.
 //! - If the controller cannot be asked, the count is never lowered (a broker
 //!   that still leads partitions must not disappear); raising it is safe.
 //!
@@ -122,14 +123,17 @@ fn scale_in(desired: i32, current: i32, brokers: Option<&[BrokerInfo]>) -> Step 
     }
 }
 
-/// Some staying broker holds nothing while another holds at least two.
+/// Some staying broker holds nothing while another holds at least two. A
+/// broker that partitions are moving onto already has its share coming: a
+/// rebalance asked for while the last one's moves are in flight would move
+/// nothing.
 fn needs_rebalance(brokers: &[BrokerInfo], desired: i32) -> bool {
     let staying = || {
         brokers
             .iter()
             .filter(|b| b.id < desired && b.state == BrokerState::Active)
     };
-    let empty = staying().any(|b| b.partitions == 0);
+    let empty = staying().any(|b| b.partitions + b.incoming == 0);
     let loaded = staying().any(|b| b.partitions >= 2);
     empty && loaded
 }
@@ -163,6 +167,7 @@ mod tests {
             id,
             state,
             partitions,
+            incoming: 0,
         }
     }
 
@@ -218,6 +223,28 @@ mod tests {
         assert_eq!(
             next_step(5, Some(5), Some(&balanced)).action,
             Action::Nothing
+        );
+    }
+
+    #[test]
+    fn no_second_rebalance_while_the_first_ones_moves_are_in_flight() {
+        // Rebalance asked: 12 on broker 0, 3 moving to each of brokers 1..=3.
+        let mut brokers = vec![broker(0, BrokerState::Active, 12)];
+        for id in 1..=3 {
+            brokers.push(BrokerInfo {
+                incoming: 3,
+                ..broker(id, BrokerState::Active, 0)
+            });
+        }
+        assert_eq!(
+            next_step(4, Some(4), Some(&brokers)).action,
+            Action::Nothing
+        );
+        // A new broker that nothing moves to still gets a rebalance.
+        brokers.push(broker(4, BrokerState::Active, 0));
+        assert_eq!(
+            next_step(5, Some(5), Some(&brokers)).action,
+            Action::Rebalance
         );
     }
 

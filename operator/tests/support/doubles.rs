@@ -54,6 +54,7 @@ impl MemoryAdmin {
                 id,
                 state: BrokerState::Active,
                 partitions,
+                incoming: 0,
             });
         }
         s.brokers.sort_by_key(|b| b.id);

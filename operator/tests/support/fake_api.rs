@@ -19,7 +19,8 @@
 //! lists by key); watches never time out, send no bookmarks and ignore field
 //! selectors; there is no admission (no CRD schema or CEL), no garbage
 //! collection of owned objects, no controllers (StatefulSets never get pods
-//! or status), no RBAC.
+//! or status; `support/kubelet.rs` plays those for the local-process test),
+//! no RBAC.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
