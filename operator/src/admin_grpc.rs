@@ -149,6 +149,7 @@ fn broker_info(b: &proto::BrokerMoves) -> BrokerInfo {
             BrokerState::Draining
         },
         partitions: b.leads,
+        incoming: b.incoming,
     }
 }
 

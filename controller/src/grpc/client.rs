@@ -161,6 +161,12 @@ fn classify(status: &tonic::Status) -> Option<Retry> {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => Some(
             Retry::Elsewhere(format!("{:?}: {}", status.code(), status.message())),
         ),
+        // A connection torn down under an open call (the controller stopped):
+        // tonic reports the HTTP/2 error as INTERNAL. The session makes the
+        // retry safe.
+        Code::Internal if status.message().starts_with("h2 protocol error") => Some(
+            Retry::Elsewhere(format!("{:?}: {}", status.code(), status.message())),
+        ),
         _ => None,
     }
 }
@@ -592,3 +598,21 @@ async fn watch_once(
 /// A watch stream silent this long is given up (controllers send a
 /// heartbeat every second).
 const WATCH_IDLE: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_retried_and_refusals_are_not() {
+        let torn = tonic::Status::internal("h2 protocol error: http2 error");
+        assert!(classify(&torn).is_some());
+        assert!(classify(&tonic::Status::unavailable("connection refused")).is_some());
+        assert!(classify(&tonic::Status::internal("state machine failed")).is_none());
+        let mut refused = tonic::Status::failed_precondition("cannot drain broker 1");
+        refused
+            .metadata_mut()
+            .insert(REFUSED_HEADER, "CannotDrain".parse().unwrap());
+        assert!(classify(&refused).is_none());
+    }
+}
