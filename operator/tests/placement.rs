@@ -136,21 +136,12 @@ impl Harness {
             .collect()
     }
 
-    /// The StatefulSet controller's round: pods that left their range a
-    /// round ago are gone, pods for every ordinal in range exist. Returns
-    /// the ordinals of the pods it started.
+    /// The StatefulSet controller's round: pods for every ordinal in range
+    /// exist (never beside another pod with that ordinal), then pods that
+    /// left their range a round ago are gone. Returns the ordinals of the
+    /// pods it started.
     async fn sync_pods(&mut self) -> Vec<i32> {
         let ranges = self.ranges();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), NS);
-        for name in std::mem::take(&mut self.leaving) {
-            api.delete(&name, &DeleteParams::default()).await.unwrap();
-        }
-        for (name, ordinal) in self.pods() {
-            let set = name.trim_end_matches(&format!("-{ordinal}"));
-            if !ranges.get(set).is_some_and(|r| r.contains(&ordinal)) {
-                self.leaving.insert(name);
-            }
-        }
         let mut started = Vec::new();
         for (set, range) in &ranges {
             for ordinal in range.clone() {
@@ -175,6 +166,18 @@ impl Harness {
                     "spec": {"containers": [{"name": "broker", "image": "floe"}]},
                 }));
                 started.push(ordinal as i32);
+            }
+        }
+        // Pods leave after the new ones were created: a pod in its grace
+        // period is still there when the StatefulSets change again.
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        for name in std::mem::take(&mut self.leaving) {
+            api.delete(&name, &DeleteParams::default()).await.unwrap();
+        }
+        for (name, ordinal) in self.pods() {
+            let set = name.trim_end_matches(&format!("-{ordinal}"));
+            if !ranges.get(set).is_some_and(|r| r.contains(&ordinal)) {
+                self.leaving.insert(name);
             }
         }
         started
