@@ -318,6 +318,7 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
     }
 
     let (reassignment, requeue) = scale::carry_out(&plan, admin.as_ref(), cluster, ctx).await;
+    let moving: Vec<i32> = plan.moving.iter().map(|(id, _)| *id).collect();
 
     let observed = observe(&ctx.client, &validated.namespace, &validated.name).await?;
     let partitions = brokers
@@ -332,6 +333,7 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
             broker_pods: &observed.pods,
             partitions,
             last_reassignment: reassignment.as_ref(),
+            moving: &moving,
         },
         &now(),
     );
@@ -373,6 +375,7 @@ async fn reconcile_invalid(
             broker_pods: &observed.pods,
             partitions: None,
             last_reassignment: None,
+            moving: &[],
         },
         &now(),
     );

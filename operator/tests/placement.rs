@@ -368,7 +368,16 @@ async fn turning_spot_off_drains_each_spot_broker_before_it_moves_on_demand() {
     assert!(calls.iter().any(|c| c.is_status_write()
         && c.body["status"]["lastReassignment"]["trigger"] == "PlacementChange"
         && c.body["status"]["lastReassignment"]["outcome"] == "InProgress"));
-    let last = h.cluster().status.unwrap().last_reassignment.unwrap();
+    assert!(calls.iter().any(|c| c.is_status_write()
+        && c.body["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "MovingBrokers"))));
+    let status = h.cluster().status.unwrap();
+    assert!(status
+        .conditions
+        .iter()
+        .all(|c| c.reason != "MovingBrokers"));
+    let last = status.last_reassignment.unwrap();
     assert_eq!(serde_json::to_value(last.trigger).unwrap(), "ScaleOut");
     h.rerun_changes_nothing().await;
 }
