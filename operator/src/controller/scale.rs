@@ -35,7 +35,9 @@ pub(super) async fn carry_out(
         scaling::Action::Wait(Wait::AdminUnavailable) => {
             let current = plan.layout.count();
             let desired = cluster.spec.brokers.replicas;
-            if !plan.moving.is_empty() && current <= desired {
+            // Brokers at or above the desired count go before any moves.
+            let scaling_in = plan.layout.top() > desired;
+            if !plan.moving.is_empty() && !scaling_in {
                 publish(
                     ctx,
                     cluster,
@@ -48,7 +50,7 @@ pub(super) async fn carry_out(
                     ),
                 )
                 .await;
-            } else if current > desired {
+            } else if scaling_in {
                 publish(
                     ctx,
                     cluster,
