@@ -46,8 +46,10 @@
 //! (`tests/support/fake_api.rs`, which says what it does not model), with an
 //! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`];
 //! `controller_run.rs` runs the [`controller::run`] wiring itself against the
-//! fake's watches (cluster, Secret and deletion triggers); `lease.rs` runs
-//! leader election against it.
+//! fake's watches (cluster, Secret and deletion triggers); `placement.rs`
+//! moves brokers between the on-demand and spot StatefulSets against it,
+//! with stand-ins for the StatefulSet and metadata controllers; `lease.rs`
+//! runs leader election against it.
 //!
 //! # The binary
 //!
