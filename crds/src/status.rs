@@ -120,6 +120,9 @@ pub enum ReassignmentTrigger {
     Rollout,
     /// A spot interruption notice drained a broker.
     SpotInterruption,
+    /// A broker was drained before it moved between the on-demand and the
+    /// spot StatefulSet (`spot.enabled` or `spot.onDemandBrokers` changed).
+    PlacementChange,
 }
 
 /// How a reassignment ended.

@@ -2,9 +2,9 @@
 //! owning the children it builds and watching the Secrets clusters reference,
 //! running the pipeline of [`crate::reconcile`] behind a finalizer.
 //!
-//! One reconcile of a live cluster: dereference → validate → scaling step →
-//! build → server-side apply in order → orphan sweep → scaling action →
-//! `/status`. An invalid spec writes only the status (`Degraded=True`,
+//! One reconcile of a live cluster: dereference → validate → placement and
+//! scaling step (`reconcile::placement`) → build → server-side apply in
+//! order → orphan sweep → scaling action → `/status`. An invalid spec writes only the status (`Degraded=True`,
 //! reason `InvalidSpec`) and an Event, applies nothing and is not retried: the
 //! next change of the cluster, or of a Secret it references, triggers the
 //! next reconcile (a missing Secret is also re-checked every minute). The
@@ -46,7 +46,7 @@ use crate::reconcile::build::build;
 use crate::reconcile::dereference::{
     dereference, referenced_secrets, DereferenceError, Referenced,
 };
-use crate::reconcile::scaling;
+use crate::reconcile::placement;
 use crate::reconcile::status::{status, Observed};
 use crate::reconcile::validate::{validate, InvalidSpec};
 
@@ -267,14 +267,9 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
         }
     };
 
-    let observed = observe(&ctx.client, &validated.namespace, &validated.name, false).await?;
-    let current = (!observed.brokers.is_empty()).then(|| {
-        observed
-            .brokers
-            .iter()
-            .map(|s| s.spec.replicas.unwrap_or(1))
-            .sum()
-    });
+    let observed = observe(&ctx.client, &validated.namespace, &validated.name).await?;
+    let current = placement::Layout::observe(&validated.name, &observed.brokers);
+    let pods = placement::broker_pods(&validated.name, &observed.pods);
     let admin = ctx.admin.connect(&validated);
     let brokers = match admin.brokers().await {
         Ok(brokers) => Some(brokers),
@@ -283,13 +278,22 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
             None
         }
     };
-    let step = scaling::next_step(validated.brokers.replicas, current, brokers.as_deref());
+    let plan = placement::next(
+        &validated.brokers.sets,
+        validated.brokers.replicas,
+        &current,
+        &pods,
+        brokers.as_deref(),
+    );
 
     let mut held = validated.clone();
-    let counts = scaling::distribute(&validated.brokers.sets, step.replicas);
-    for (set, count) in held.brokers.sets.iter_mut().zip(counts) {
-        set.replicas = count;
-    }
+    held.brokers.sets = placement::broker_sets(
+        &plan.layout,
+        &validated.brokers.sets,
+        &cluster.spec.spot,
+        &current,
+        &pods,
+    );
     let children = build(&held);
     let deleted = apply(
         &ctx.client,
@@ -313,9 +317,10 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
         .await;
     }
 
-    let (reassignment, requeue) = scale::carry_out(&step, admin.as_ref(), cluster, ctx).await;
+    let (reassignment, requeue) = scale::carry_out(&plan, admin.as_ref(), cluster, ctx).await;
+    let moving: Vec<i32> = plan.moving.iter().map(|(id, _)| *id).collect();
 
-    let observed = observe(&ctx.client, &validated.namespace, &validated.name, true).await?;
+    let observed = observe(&ctx.client, &validated.namespace, &validated.name).await?;
     let partitions = brokers
         .as_ref()
         .map(|b| b.iter().map(|b| b.partitions as i32).sum());
@@ -328,6 +333,7 @@ async fn reconcile_live(cluster: &KafkaCluster, ctx: &Context) -> Result<(Action
             broker_pods: &observed.pods,
             partitions,
             last_reassignment: reassignment.as_ref(),
+            moving: &moving,
         },
         &now(),
     );
@@ -359,7 +365,7 @@ async fn reconcile_invalid(
     )
     .await;
     let namespace = cluster.namespace().unwrap_or_default();
-    let observed = observe(&ctx.client, &namespace, &cluster.name_any(), true).await?;
+    let observed = observe(&ctx.client, &namespace, &cluster.name_any()).await?;
     let next = status(
         cluster,
         Err(invalid),
@@ -369,6 +375,7 @@ async fn reconcile_invalid(
             broker_pods: &observed.pods,
             partitions: None,
             last_reassignment: None,
+            moving: &[],
         },
         &now(),
     );
@@ -386,14 +393,9 @@ struct Current {
     pods: Vec<Pod>,
 }
 
-/// The cluster's StatefulSets, and its broker pods when `pods` (the status
-/// needs them; the scaling step before the apply does not).
-async fn observe(
-    client: &Client,
-    namespace: &str,
-    cluster: &str,
-    pods: bool,
-) -> Result<Current, Error> {
+/// The cluster's StatefulSets and its broker pods (the placement step and
+/// the status need both).
+async fn observe(client: &Client, namespace: &str, cluster: &str) -> Result<Current, Error> {
     let failed = |kind| {
         let cluster = format!("{namespace}/{cluster}");
         move |source| Error::Observe {
@@ -426,9 +428,6 @@ async fn observe(
         }
     }
     current.brokers.sort_by_key(|s| s.name_any());
-    if !pods {
-        return Ok(current);
-    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     current.pods = pods
         .list(&ListParams::default().labels(&labels::selector_string(&broker_selector)))

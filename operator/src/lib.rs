@@ -19,8 +19,8 @@
 //! 4. **apply** ([`reconcile::apply`]): server-side apply of [`reconcile::build::Children::in_apply_order`]
 //!    under one field manager (`floe-operator`), in that fixed order.
 //! 5. **orphans**: delete children carrying [`labels::cluster_selector`] and
-//!    owned by the cluster that the build no longer produces (e.g. the spot StatefulSet after spot is
-//!    turned off).
+//!    owned by the cluster that the build no longer produces (e.g. the spot
+//!    StatefulSet once spot is turned off and its brokers have moved).
 //! 6. **status** (pure, [`reconcile::status`]): observed StatefulSets and pods
 //!    → `.status` with `Ready`/`Progressing`/`Degraded`, written through
 //!    `/status` only.
@@ -30,10 +30,12 @@
 //! watching referenced Secrets, with a finalizer that honours
 //! `reclaimPolicy` on deletion ([`reclaim`]), Events for what a user must act
 //! on, and a requeue delay chosen per error. Between build and apply, the
-//! pure [`reconcile::scaling`] step decides the broker count to apply and
-//! what to ask the metadata controllers ([`admin::ClusterAdmin`]): scale-in
-//! drains the highest ordinals and lowers the StatefulSets only once they are
-//! drained; scale-out asks for a rebalance once the new brokers registered.
+//! pure [`reconcile::placement`] step (with [`reconcile::scaling`]) decides
+//! the broker layout to apply and what to ask the metadata controllers
+//! ([`admin::ClusterAdmin`]): scale-in drains the highest ordinals and lowers
+//! the StatefulSets only once they are drained; scale-out asks for a
+//! rebalance once the new brokers registered; a change of spot placement
+//! moves brokers between the StatefulSets one at a time, each drained first.
 //!
 //! # Tests
 //!
@@ -44,8 +46,10 @@
 //! (`tests/support/fake_api.rs`, which says what it does not model), with an
 //! in-memory [`admin::ClusterAdmin`] and a recording [`reclaim::DataReclaimer`];
 //! `controller_run.rs` runs the [`controller::run`] wiring itself against the
-//! fake's watches (cluster, Secret and deletion triggers); `lease.rs` runs
-//! leader election against it.
+//! fake's watches (cluster, Secret and deletion triggers); `placement.rs`
+//! moves brokers between the on-demand and spot StatefulSets against it,
+//! with stand-ins for the StatefulSet and metadata controllers; `lease.rs`
+//! runs leader election against it.
 //!
 //! # The binary
 //!
@@ -69,9 +73,9 @@
 //!
 //! # What comes next
 //!
-//! - Rolling changes one broker at a time, each drained first; moving
-//!   brokers between the on-demand and spot StatefulSets (turning spot on or
-//!   off) is not drained yet.
+//! - Rolling changes one broker at a time, each drained first (moving
+//!   brokers between the on-demand and spot StatefulSets already is, see
+//!   [`reconcile::placement`]).
 //!
 //! The Helm chart that installs the operator (CRD, Deployment, least-privilege
 //! RBAC) is `charts/floe-operator/`; `tests/chart.rs` keeps its CRD copy

@@ -169,6 +169,7 @@ fn a_ready_cluster_rerun_changes_nothing_and_losing_quorum_degrades_it() {
         broker_pods: &pods,
         partitions: Some(48),
         last_reassignment: None,
+        moving: &[],
     };
     let first = reconcile(&mut c, observed, at(20));
     expect(
@@ -487,4 +488,36 @@ fn reassignments_show_in_progressing_and_degraded() {
         s.last_reassignment.as_ref().map(|r| r.outcome),
         Some(ReassignmentOutcome::Failed)
     );
+}
+
+#[test]
+fn brokers_moving_between_statefulsets_show_in_progressing() {
+    let mut c = cluster(3);
+    let controller = sts("events-controller", 3, 3, 3, SAME);
+    let settled = [sts("events-broker", 3, 3, 3, SAME)];
+    let ready = Observed {
+        controller_statefulset: Some(&controller),
+        broker_statefulsets: &settled,
+        ..Observed::default()
+    };
+    reconcile(&mut c, ready, at(0));
+    // Broker 2 left the on-demand set on its way to spot: two pods exist.
+    let brokers = [sts("events-broker", 2, 2, 2, SAME)];
+    let s = reconcile(
+        &mut c,
+        Observed {
+            controller_statefulset: Some(&controller),
+            broker_statefulsets: &brokers,
+            moving: &[2, 1],
+            ..Observed::default()
+        },
+        at(1),
+    );
+    assert_eq!(
+        summary(&s)[1],
+        ("Progressing".into(), "True".into(), "MovingBrokers".into())
+    );
+    assert!(condition(&s, "Progressing")
+        .message
+        .starts_with("brokers 2, 1 move between"));
 }

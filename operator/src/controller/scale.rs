@@ -1,5 +1,6 @@
 //! The scaling half of a reconcile: carry out the action of the pure
-//! [`crate::reconcile::scaling`] step through the cluster's
+//! [`crate::reconcile::placement`] plan (scaling steps and moves between the
+//! on-demand and spot StatefulSets) through the cluster's
 //! [`ClusterAdmin`], report it as `status.lastReassignment`, publish the
 //! Events a user should see, and choose when to come back.
 
@@ -9,13 +10,14 @@ use kube::runtime::events::EventType;
 
 use super::{now, publish, Context, ADMIN_RETRY, RESYNC, SCALING_POLL};
 use crate::admin::ClusterAdmin;
-use crate::reconcile::scaling::{self, Step, Wait};
+use crate::names;
+use crate::reconcile::placement::Plan;
+use crate::reconcile::scaling::{self, Wait};
 
-/// Ask the controller for what the scaling step needs; returns the
-/// reassignment to report (if this step started or ended one) and when to
-/// come back.
+/// Ask the controller for what the plan needs; returns the reassignment to
+/// report (if this step started or ended one) and when to come back.
 pub(super) async fn carry_out(
-    step: &Step,
+    plan: &Plan,
     admin: &dyn ClusterAdmin,
     cluster: &KafkaCluster,
     ctx: &Context,
@@ -25,15 +27,30 @@ pub(super) async fn carry_out(
         .as_ref()
         .and_then(|s| s.last_reassignment.clone());
     let ids = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>();
-    match &step.action {
+    match &plan.action {
         scaling::Action::Nothing => (None, Action::requeue(RESYNC)),
-        scaling::Action::Wait(Wait::Registering(_) | Wait::Draining(_)) => {
+        scaling::Action::Wait(Wait::Registering(_) | Wait::Draining(_) | Wait::Terminating(_)) => {
             (None, Action::requeue(SCALING_POLL))
         }
         scaling::Action::Wait(Wait::AdminUnavailable) => {
-            let current: i32 = step.replicas;
+            let current = plan.layout.count();
             let desired = cluster.spec.brokers.replicas;
-            if current > desired {
+            // Brokers at or above the desired count go before any moves.
+            let scaling_in = plan.layout.top() > desired;
+            if !plan.moving.is_empty() && !scaling_in {
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Warning,
+                    "MoveHeld",
+                    "Move",
+                    format!(
+                        "brokers {} must change StatefulSet, but the metadata controllers cannot be asked to drain them; the StatefulSets keep their layout; check that the controller pods are ready",
+                        ids(&moving_ids(plan)).join(", ")
+                    ),
+                )
+                .await;
+            } else if scaling_in {
                 publish(
                     ctx,
                     cluster,
@@ -85,6 +102,87 @@ pub(super) async fn carry_out(
                     (Some(failed), Action::requeue(ADMIN_RETRY))
                 }
             }
+        }
+        scaling::Action::Move(brokers) => {
+            let started = reassignment(ReassignmentTrigger::PlacementChange, ids(brokers));
+            match admin.drain(brokers).await {
+                Ok(()) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Normal,
+                        "MoveDrainStarted",
+                        "Move",
+                        format!(
+                            "draining broker {} before it moves to StatefulSet {}; brokers still to move: {}",
+                            ids(brokers).join(", "),
+                            destination(plan, cluster),
+                            ids(&moving_ids(plan)).join(", ")
+                        ),
+                    )
+                    .await;
+                    (Some(started), Action::requeue(SCALING_POLL))
+                }
+                Err(error) => {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        "DrainFailed",
+                        "Move",
+                        error.to_string(),
+                    )
+                    .await;
+                    let failed = ReassignmentStatus {
+                        outcome: ReassignmentOutcome::Failed,
+                        finished_at: Some(now()),
+                        message: error.to_string(),
+                        ..started
+                    };
+                    (Some(failed), Action::requeue(ADMIN_RETRY))
+                }
+            }
+        }
+        scaling::Action::Vacate(brokers) => {
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "MoveVacated",
+                "Move",
+                format!(
+                    "broker {} drained and taken out of its StatefulSet; it starts in {} once its old pod is gone",
+                    ids(brokers).join(", "),
+                    destination(plan, cluster)
+                ),
+            )
+            .await;
+            (None, Action::requeue(SCALING_POLL))
+        }
+        scaling::Action::Place(brokers) => {
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "BrokersPlaced",
+                "Move",
+                format!(
+                    "brokers {} start in the StatefulSet the spec puts them in",
+                    ids(brokers).join(", ")
+                ),
+            )
+            .await;
+            let done = previous
+                .filter(|p| {
+                    p.trigger == ReassignmentTrigger::PlacementChange
+                        && p.outcome == ReassignmentOutcome::InProgress
+                })
+                .map(|p| ReassignmentStatus {
+                    outcome: ReassignmentOutcome::Succeeded,
+                    finished_at: Some(now()),
+                    ..p
+                });
+            (done, Action::requeue(SCALING_POLL))
         }
         scaling::Action::Lower(count) => {
             publish(
@@ -157,6 +255,19 @@ pub(super) async fn carry_out(
             }
         }
     }
+}
+
+fn moving_ids(plan: &Plan) -> Vec<i32> {
+    plan.moving.iter().map(|(id, _)| *id).collect()
+}
+
+/// The StatefulSet the next moving broker goes to.
+fn destination(plan: &Plan, cluster: &KafkaCluster) -> String {
+    let name = cluster.metadata.name.as_deref().unwrap_or_default();
+    plan.moving
+        .first()
+        .map(|(_, to)| names::broker_statefulset(name, *to))
+        .unwrap_or_default()
 }
 
 fn reassignment(trigger: ReassignmentTrigger, brokers: Vec<String>) -> ReassignmentStatus {

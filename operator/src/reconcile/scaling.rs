@@ -45,6 +45,15 @@ pub enum Action {
     Lower(i32),
     /// New brokers registered and hold nothing: ask the controller to rebalance.
     Rebalance,
+    /// Ask the controller to drain these brokers before they change
+    /// StatefulSet (see [`super::placement`]); keep the layout.
+    Move(Vec<i32>),
+    /// These moving brokers are drained: take them out of their old
+    /// StatefulSet.
+    Vacate(Vec<i32>),
+    /// The old pods of these moved brokers are gone: start them in their new
+    /// StatefulSet.
+    Place(Vec<i32>),
 }
 
 /// Why scaling waits.
@@ -54,8 +63,11 @@ pub enum Wait {
     Draining(Vec<i32>),
     /// These brokers are not registered (or not active) yet.
     Registering(Vec<i32>),
-    /// The controller could not be asked; a scale-in is held.
+    /// The controller could not be asked; a scale-in (or a move) is held.
     AdminUnavailable,
+    /// Pods of these ids still exist in the StatefulSet they left; the ids
+    /// start in their new StatefulSet once those pods are gone.
+    Terminating(Vec<i32>),
 }
 
 /// The next scaling step.
@@ -94,7 +106,9 @@ pub fn next_step(desired: i32, current: Option<i32>, brokers: Option<&[BrokerInf
     }
 }
 
-fn scale_in(desired: i32, current: i32, brokers: Option<&[BrokerInfo]>) -> Step {
+/// Scale-in from `current` (one past the highest running id) to `desired`:
+/// drain the ids in between, keep `current` until they are drained.
+pub(super) fn scale_in(desired: i32, current: i32, brokers: Option<&[BrokerInfo]>) -> Step {
     let hold = |action| Step {
         replicas: current,
         action,

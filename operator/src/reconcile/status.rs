@@ -33,6 +33,9 @@ pub struct Observed<'a> {
     pub partitions: Option<i32>,
     /// The reassignment the scaling logic ran or is running, if any.
     pub last_reassignment: Option<&'a ReassignmentStatus>,
+    /// Brokers still to move between the on-demand and spot StatefulSets
+    /// (the placement step's list; empty when the layout is settled).
+    pub moving: &'a [i32],
 }
 
 /// Readiness of one role, summed over its StatefulSets.
@@ -119,6 +122,7 @@ pub fn status(
             brokers,
             has_been_ready(previous_conditions),
             reassignment.as_ref(),
+            observed.moving,
         ),
     };
 
@@ -170,6 +174,7 @@ fn conditions(
     brokers: Workload,
     established: bool,
     reassignment: Option<&ReassignmentStatus>,
+    moving: &[i32],
 ) -> Vec<Next> {
     let counts = format!(
         "{}/{} controllers and {}/{} brokers ready",
@@ -203,7 +208,18 @@ fn conditions(
 
     let all_ready = controllers.all_ready() && brokers.all_ready();
     let reassigning = reassignment.filter(|r| r.outcome == ReassignmentOutcome::InProgress);
-    let progressing = if !established && !all_ready {
+    let progressing = if !moving.is_empty() {
+        let ids: Vec<String> = moving.iter().map(i32::to_string).collect();
+        Next {
+            type_: PROGRESSING,
+            status: TRUE,
+            reason: "MovingBrokers",
+            message: format!(
+                "brokers {} move between the on-demand and spot StatefulSets, one at a time, each drained first",
+                ids.join(", ")
+            ),
+        }
+    } else if !established && !all_ready {
         Next {
             type_: PROGRESSING,
             status: TRUE,
