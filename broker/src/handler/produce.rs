@@ -142,7 +142,7 @@ pub async fn produce(
                     return Slot::Done(out);
                 }
                 let begun =
-                    tokio::time::timeout_at(deadline, begin_when_led(b, id, &records)).await;
+                    tokio::time::timeout_at(deadline, b.storage.begin_append(id, &records)).await;
                 match begun {
                     Err(_) => {
                         fail(
@@ -263,46 +263,17 @@ pub async fn produce(
 /// the partition's next leader (a move completes in milliseconds).
 const NEW_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Begins the append, but when this broker is about to lead the partition
-/// (it is the target of a pending move, or leads it in the metadata but
-/// has not opened it yet) waits up to [`NEW_LEADER_WAIT`] for it to open
-/// instead of refusing: a client the old leader pointed here (KIP-951
-/// hint) is served as soon as the move completes, with no retry backoff.
-async fn begin_when_led(
-    b: &Broker,
-    id: floe_controller::model::PartitionId,
-    records: &[u8],
-) -> Result<crate::storage::PendingAppend, AppendError> {
-    let me = b.config.node_id;
-    let until = tokio::time::Instant::now() + NEW_LEADER_WAIT;
-    loop {
-        match b.storage.begin_append(id, records).await {
-            Err(AppendError::UnknownPartition) if tokio::time::Instant::now() < until => {
-                let incoming = b
-                    .cluster
-                    .read(|s| {
-                        s.partition(id)
-                            .map(|p| p.leader == me || p.target == Some(me))
-                    })
-                    .unwrap_or(false);
-                if !incoming {
-                    return Err(AppendError::UnknownPartition);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// The partition's next leader and epoch: the target of its pending move
-/// (at the epoch the move will give it, so a KIP-951 client switches at
-/// once while the move completes, and the target waits for it, see
-/// [`begin_when_led`]), or its leader once that is a live broker other
-/// than this one, waiting up to [`NEW_LEADER_WAIT`] for a move to complete.
+/// The partition's leader and epoch once it is a live broker other than
+/// this one, waiting up to [`NEW_LEADER_WAIT`] for a move to complete.
 async fn new_leader(b: &Broker, id: floe_controller::model::PartitionId) -> Option<(i32, i32)> {
     let me = b.config.node_id;
-    let look = || b.cluster.read(|s| next_leader(s, id, me));
+    let look = || {
+        b.cluster.read(|s| {
+            let p = s.partition(id)?;
+            let live = s.brokers.get(&p.leader).is_some_and(|l| !l.fenced);
+            (p.leader != me && live).then_some((p.leader, p.leader_epoch))
+        })
+    };
     let mut changes = b.cluster.mirror()?.subscribe();
     let deadline = tokio::time::Instant::now() + NEW_LEADER_WAIT;
     loop {
@@ -312,28 +283,6 @@ async fn new_leader(b: &Broker, id: floe_controller::model::PartitionId) -> Opti
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
             _ => return None,
-        }
-    }
-}
-
-/// Where a produce that broker `me` refused for partition `id` should go
-/// next: the target of a move `me` is handing off (at the epoch the move
-/// gives it), or the leader once that is another live broker; `None` while
-/// neither is known.
-fn next_leader(
-    s: &floe_controller::model::MetadataState,
-    id: floe_controller::model::PartitionId,
-    me: i32,
-) -> Option<(i32, i32)> {
-    let p = s.partition(id)?;
-    let usable = |b: i32| s.brokers.get(&b).is_some_and(|l| !l.fenced && !l.draining);
-    match p.target {
-        Some(t) if p.leader == me && t != me && usable(t) => {
-            Some((t, p.leader_epoch.saturating_add(1)))
-        }
-        _ => {
-            let live = s.brokers.get(&p.leader).is_some_and(|l| !l.fenced);
-            (p.leader != me && live).then_some((p.leader, p.leader_epoch))
         }
     }
 }
@@ -398,64 +347,4 @@ pub async fn init_producer_id(b: &Broker, req: InitProducerIdRequest) -> InitPro
         }
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use floe_controller::model::{apply, Command, MetadataState, Move, PartitionId};
-
-    use super::next_leader;
-
-    fn state() -> (MetadataState, PartitionId) {
-        let mut s = MetadataState::default();
-        let mut index = 0;
-        let mut run = |s: &mut MetadataState, c: Command| {
-            index += 1;
-            apply(s, index, &c).unwrap();
-        };
-        for id in [1, 2, 3] {
-            let c = Command::RegisterBroker {
-                id,
-                host: "127.0.0.1".into(),
-                port: 9092,
-                rack: None,
-                volume_wal: false,
-            };
-            run(&mut s, c);
-        }
-        let topic = uuid::Uuid::from_u128(7);
-        let c = Command::CreateTopic {
-            name: "t".into(),
-            id: topic,
-            partitions: 1,
-            configs: Default::default(),
-            leader: 1,
-        };
-        run(&mut s, c);
-        let id = PartitionId {
-            topic_id: topic,
-            partition: 0,
-        };
-        (s, id)
-    }
-
-    #[test]
-    fn a_refusal_during_a_hand_off_names_the_target_at_the_next_epoch() {
-        let (mut s, id) = state();
-        // Led here, no move: nobody else to name.
-        assert_eq!(next_leader(&s, id, 1), None);
-        let moves = vec![Move {
-            partition: id,
-            to: 2,
-        }];
-        let index = s.last_applied + 1;
-        apply(&mut s, index, &Command::RequestMoves { moves }).unwrap();
-        // The old leader names the target at once, one epoch on.
-        assert_eq!(next_leader(&s, id, 1), Some((2, 1)));
-        // Another broker asked names the current leader.
-        assert_eq!(next_leader(&s, id, 3), Some((1, 0)));
-        // A fenced target is not named: the move will go elsewhere.
-        s.brokers.get_mut(&2).unwrap().fenced = true;
-        assert_eq!(next_leader(&s, id, 1), None);
-    }
 }
