@@ -56,8 +56,10 @@ pub const FINALIZER: &str = "floe.dev/reclaim";
 
 /// Requeue of a healthy, settled cluster: a periodic re-check.
 pub const RESYNC: Duration = Duration::from_secs(300);
-/// Requeue while brokers register or drain.
-pub const SCALING_POLL: Duration = Duration::from_secs(10);
+/// Requeue while brokers register, drain or move between sets: a drain
+/// takes milliseconds to seconds, so a scale-in finishes soon after it, at
+/// the cost of one broker-list read and one apply pass per poll.
+pub const SCALING_POLL: Duration = Duration::from_secs(2);
 /// Requeue while the controllers' admin API cannot be asked, or refused.
 pub const ADMIN_RETRY: Duration = Duration::from_secs(30);
 /// Requeue of a cluster whose credentials Secret does not exist (on top of
