@@ -44,7 +44,6 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use floe_broker::storage::objects::Objects;
 use floe_broker::storage::WalMode;
 use servers::{http, within, Server};
@@ -168,39 +167,7 @@ async fn engine_round_trips_through_azurite() {
     engine_cycle::put_if_absent_keeps_first(&objects).await;
 
     let up = engine_cycle::append_and_upload(&objects, dir.path(), "azure", 90).await;
-    let cold = engine_cycle::read_back_cold(
-        &objects,
-        &up,
-        WalMode::Volume,
-        dir.path().join("empty-wal"),
-        "Azurite",
-    )
-    .await;
-    within("shutdown", cold.shutdown()).await;
-    let cold = engine_cycle::read_back_cold(
-        &objects,
-        &up,
-        WalMode::Object,
-        dir.path().join("object-wal"),
-        "Azurite",
-    )
-    .await;
-    engine_cycle::object_mode_append(&cold, &up).await;
-    within("shutdown", cold.shutdown()).await;
-    drop(cold);
-
-    let up = engine_cycle::Uploaded {
-        committed: up.cluster.read(|s| s.objects.keys().cloned().collect()),
-        ..up
-    };
-    let orphan = format!("data/orphan-{}", uuid::Uuid::new_v4().simple());
-    within(
-        "put orphan",
-        objects.put_new(&orphan, Bytes::from_static(b"x")),
-    )
-    .await
-    .unwrap();
-    engine_cycle::sweep_removes_orphan(&objects, &up, &orphan).await;
+    engine_cycle::cold_reads_append_and_sweep(&objects, up, dir.path(), "Azurite").await;
     eprintln!("Azurite cycle done in {:?}", started.elapsed());
 }
 

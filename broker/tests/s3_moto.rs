@@ -24,9 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use floe_broker::storage::objects::Objects;
-use floe_broker::storage::WalMode;
 use servers::{http, within, Server};
 
 const BUCKET: &str = "floe-test";
@@ -93,40 +91,7 @@ async fn engine_round_trips_through_s3() {
     );
 
     // Fresh engines with no WAL read everything back from the bucket alone.
-    let cold = engine_cycle::read_back_cold(
-        &objects,
-        &up,
-        WalMode::Volume,
-        dir.path().join("empty-wal"),
-        "moto",
-    )
-    .await;
-    within("shutdown", cold.shutdown()).await;
-    let cold = engine_cycle::read_back_cold(
-        &objects,
-        &up,
-        WalMode::Object,
-        dir.path().join("object-wal"),
-        "moto",
-    )
-    .await;
-    // Acknowledged through a conditional PUT to S3 and an index commit.
-    engine_cycle::object_mode_append(&cold, &up).await;
-    within("shutdown", cold.shutdown()).await;
-    drop(cold);
-
-    let up = engine_cycle::Uploaded {
-        committed: up.cluster.read(|s| s.objects.keys().cloned().collect()),
-        ..up
-    };
-    let orphan = format!("data/orphan-{}", uuid::Uuid::new_v4().simple());
-    within(
-        "put orphan",
-        objects.put_new(&orphan, Bytes::from_static(b"x")),
-    )
-    .await
-    .unwrap();
-    engine_cycle::sweep_removes_orphan(&objects, &up, &orphan).await;
+    engine_cycle::cold_reads_append_and_sweep(&objects, up, dir.path(), "moto").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,3 +228,29 @@ pub async fn sweep_removes_orphan(objects: &Objects, up: &Uploaded, orphan: &str
         assert!(listed.contains(k), "the sweep deleted committed {k}");
     }
 }
+
+/// The rest of a store's cycle after [`append_and_upload`]: fresh engines
+/// with no WAL read everything back in both WAL modes, the `object`-mode one
+/// acknowledges a new append (a conditional PUT and an index commit), and
+/// the orphan sweep removes an unindexed object and keeps the committed ones.
+pub async fn cold_reads_append_and_sweep(objects: &Objects, up: Uploaded, dir: &Path, what: &str) {
+    let cold = read_back_cold(objects, &up, WalMode::Volume, dir.join("empty-wal"), what).await;
+    within("shutdown", cold.shutdown()).await;
+    let cold = read_back_cold(objects, &up, WalMode::Object, dir.join("object-wal"), what).await;
+    object_mode_append(&cold, &up).await;
+    within("shutdown", cold.shutdown()).await;
+    drop(cold);
+
+    let up = Uploaded {
+        committed: up.cluster.read(|s| s.objects.keys().cloned().collect()),
+        ..up
+    };
+    let orphan = format!("data/orphan-{}", uuid::Uuid::new_v4().simple());
+    within(
+        "put orphan",
+        objects.put_new(&orphan, Bytes::from_static(b"x")),
+    )
+    .await
+    .unwrap();
+    sweep_removes_orphan(objects, &up, &orphan).await;
+}

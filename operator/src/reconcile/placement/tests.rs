@@ -15,6 +15,7 @@ fn broker(id: i32, state: BrokerState, partitions: u32) -> BrokerInfo {
         id,
         state,
         partitions,
+        incoming: 0,
     }
 }
 
