@@ -66,82 +66,26 @@ pub(super) async fn carry_out(
             (None, Action::requeue(ADMIN_RETRY))
         }
         scaling::Action::Drain(brokers) => {
-            let started = reassignment(ReassignmentTrigger::ScaleIn, ids(brokers));
-            match admin.drain(brokers).await {
-                Ok(()) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Normal,
-                        "DrainStarted",
-                        "Scale",
-                        format!(
-                            "draining brokers {} before the StatefulSet shrinks",
-                            ids(brokers).join(", ")
-                        ),
-                    )
-                    .await;
-                    (Some(started), Action::requeue(SCALING_POLL))
-                }
-                Err(error) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "DrainFailed",
-                        "Scale",
-                        error.to_string(),
-                    )
-                    .await;
-                    let failed = ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Failed,
-                        finished_at: Some(now()),
-                        message: error.to_string(),
-                        ..started
-                    };
-                    (Some(failed), Action::requeue(ADMIN_RETRY))
-                }
-            }
+            let message = format!(
+                "draining brokers {} before the StatefulSet shrinks",
+                ids(brokers).join(", ")
+            );
+            let why = (ReassignmentTrigger::ScaleIn, "DrainStarted", "Scale");
+            drain(admin, cluster, ctx, brokers, why, message).await
         }
         scaling::Action::Move(brokers) => {
-            let started = reassignment(ReassignmentTrigger::PlacementChange, ids(brokers));
-            match admin.drain(brokers).await {
-                Ok(()) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Normal,
-                        "MoveDrainStarted",
-                        "Move",
-                        format!(
-                            "draining broker {} before it moves to StatefulSet {}; brokers still to move: {}",
-                            ids(brokers).join(", "),
-                            destination(plan, cluster),
-                            ids(&moving_ids(plan)).join(", ")
-                        ),
-                    )
-                    .await;
-                    (Some(started), Action::requeue(SCALING_POLL))
-                }
-                Err(error) => {
-                    publish(
-                        ctx,
-                        cluster,
-                        EventType::Warning,
-                        "DrainFailed",
-                        "Move",
-                        error.to_string(),
-                    )
-                    .await;
-                    let failed = ReassignmentStatus {
-                        outcome: ReassignmentOutcome::Failed,
-                        finished_at: Some(now()),
-                        message: error.to_string(),
-                        ..started
-                    };
-                    (Some(failed), Action::requeue(ADMIN_RETRY))
-                }
-            }
+            let message = format!(
+                "draining broker {} before it moves to StatefulSet {}; brokers still to move: {}",
+                ids(brokers).join(", "),
+                destination(plan, cluster),
+                ids(&moving_ids(plan)).join(", ")
+            );
+            let why = (
+                ReassignmentTrigger::PlacementChange,
+                "MoveDrainStarted",
+                "Move",
+            );
+            drain(admin, cluster, ctx, brokers, why, message).await
         }
         scaling::Action::Vacate(brokers) => {
             publish(
@@ -253,6 +197,45 @@ pub(super) async fn carry_out(
                     (Some(failed), Action::requeue(ADMIN_RETRY))
                 }
             }
+        }
+    }
+}
+
+/// Asks the controllers to drain `brokers` for `why` (the reassignment
+/// trigger, the Event's reason and action); reports the reassignment as
+/// started, or failed with a Warning Event and a later retry.
+async fn drain(
+    admin: &dyn ClusterAdmin,
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    brokers: &[i32],
+    why: (ReassignmentTrigger, &str, &str),
+    message: String,
+) -> (Option<ReassignmentStatus>, Action) {
+    let (trigger, reason, action) = why;
+    let started = reassignment(trigger, brokers.iter().map(i32::to_string).collect());
+    match admin.drain(brokers).await {
+        Ok(()) => {
+            publish(ctx, cluster, EventType::Normal, reason, action, message).await;
+            (Some(started), Action::requeue(SCALING_POLL))
+        }
+        Err(error) => {
+            publish(
+                ctx,
+                cluster,
+                EventType::Warning,
+                "DrainFailed",
+                action,
+                error.to_string(),
+            )
+            .await;
+            let failed = ReassignmentStatus {
+                outcome: ReassignmentOutcome::Failed,
+                finished_at: Some(now()),
+                message: error.to_string(),
+                ..started
+            };
+            (Some(failed), Action::requeue(ADMIN_RETRY))
         }
     }
 }
