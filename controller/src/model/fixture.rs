@@ -31,6 +31,28 @@ pub fn create_topic(name: &str, id: u128, partitions: i32) -> Command {
     }
 }
 
+/// `CreateTopic` with its partitions led by `leader` (`-1`: placed).
+pub fn create_topic_on(name: &str, id: u128, partitions: i32, leader: i32) -> Command {
+    Command::CreateTopic {
+        name: name.to_owned(),
+        id: topic_id(id),
+        partitions,
+        configs: BTreeMap::new(),
+        leader,
+    }
+}
+
+/// A `volume`-WAL broker's registration.
+pub fn register_volume(id: i32) -> Command {
+    Command::RegisterBroker {
+        id,
+        host: format!("b{id}"),
+        port: 9092,
+        rack: None,
+        volume_wal: true,
+    }
+}
+
 pub fn register(id: i32) -> Command {
     Command::RegisterBroker {
         id,

@@ -1,6 +1,8 @@
 //! Requesting, completing, cancelling moves; draining; rebalancing.
 
-use crate::model::fixture::{check_invariants, commit, create_topic, pid, register, Driver};
+use crate::model::fixture::{
+    check_invariants, commit, create_topic, create_topic_on, pid, register, register_volume, Driver,
+};
 use crate::model::{ApplyError, Command, HandOff, Move, Outcome};
 
 fn leaders(d: &Driver, topic: &str) -> Vec<(i32, i32, Option<i32>)> {
@@ -214,13 +216,7 @@ fn reported_loads_weigh_in_rebalancing() {
     d.ok(register(2));
     d.ok(register(3));
     for (name, id, leader) in [("hot", 1, 1), ("b", 2, 2), ("c", 3, 3)] {
-        d.ok(Command::CreateTopic {
-            name: name.to_owned(),
-            id: crate::model::fixture::topic_id(id),
-            partitions: 2,
-            configs: Default::default(),
-            leader,
-        });
+        d.ok(create_topic_on(name, id, 2, leader));
     }
     // Two partitions each: balanced by count, nothing to do.
     assert_eq!(
@@ -285,13 +281,7 @@ fn register_in(id: i32, zone: &str) -> Command {
 }
 
 fn placed_topic(name: &str, id: u128, partitions: i32) -> Command {
-    Command::CreateTopic {
-        name: name.to_owned(),
-        id: crate::model::fixture::topic_id(id),
-        partitions,
-        configs: Default::default(),
-        leader: -1,
-    }
+    create_topic_on(name, id, partitions, -1)
 }
 
 /// The zone of each partition's (pending) leader.
@@ -347,13 +337,7 @@ fn rebalancing_prefers_moves_that_spread_a_topic_over_zones() {
     d.ok(register_in(2, "b"));
     // Topics x and y: both partitions on broker 1 (zone a).
     for (name, id) in [("x", 1), ("y", 2)] {
-        d.ok(Command::CreateTopic {
-            name: name.to_owned(),
-            id: crate::model::fixture::topic_id(id),
-            partitions: 2,
-            configs: Default::default(),
-            leader: 1,
-        });
+        d.ok(create_topic_on(name, id, 2, 1));
     }
     // Broker 2 leads one of x's (moved there by hand earlier).
     d.ok(Command::RequestMoves {
@@ -381,13 +365,7 @@ fn small_load_differences_do_not_move_partitions() {
     d.ok(register(1));
     d.ok(register(2));
     for (name, id, leader, partitions) in [("p", 1, 1, 3), ("q", 2, 2, 2)] {
-        d.ok(Command::CreateTopic {
-            name: name.to_owned(),
-            id: crate::model::fixture::topic_id(id),
-            partitions,
-            configs: Default::default(),
-            leader,
-        });
+        d.ok(create_topic_on(name, id, partitions, leader));
     }
     let report = |broker: i32, loads: Vec<(crate::model::PartitionId, u64)>| Command::ReportLoad {
         broker,
@@ -436,13 +414,7 @@ fn giving_up_on_a_lost_volume_wal_broker_moves_its_partitions_under_a_new_epoch(
     let mut d = Driver::default();
     d.ok(register(2));
     d.ok(register(3));
-    d.ok(Command::RegisterBroker {
-        id: 1,
-        host: "b1".to_owned(),
-        port: 9092,
-        rack: None,
-        volume_wal: true,
-    });
+    d.ok(register_volume(1));
     d.ok(create_topic("a", 1, 4)); // all on broker 1
     d.ok(commit("o1", &[(pid(1, 0), 0, 10, 0)]));
     // While its lease holds, giving up is refused (drain it instead).
@@ -470,13 +442,7 @@ fn giving_up_on_a_lost_volume_wal_broker_moves_its_partitions_under_a_new_epoch(
     );
     assert_eq!(d.state.topics["a"].partitions[0].committed_end, 10);
     // If it comes back, what it still holds at the old epoch is refused.
-    d.ok(Command::RegisterBroker {
-        id: 1,
-        host: "b1".to_owned(),
-        port: 9092,
-        rack: None,
-        volume_wal: true,
-    });
+    d.ok(register_volume(1));
     assert!(matches!(
         d.refused(commit("late", &[(pid(1, 0), 10, 12, 0)])),
         ApplyError::StaleLeaderEpoch { .. }
