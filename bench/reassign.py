@@ -166,12 +166,12 @@ def one_run(run: int, args, workdir: Path) -> dict:
                 p = i % P
                 cur = partition_leaders(cluster.broker(1).bootstrap, small)
                 dest = brokers[(brokers.index(cur[p][0]) + 1 + (i // P) % 2) % 3]
-                t_req = time.monotonic()
+                t_req, wall_req = time.monotonic(), time.time()
                 r = floe_admin(cluster, "reassign", f"{small}:{p}={dest}", timeout=60)
                 t_done = time.monotonic()
                 assert r.get("moved") == 1 and r.get("pending") == 0, r
                 after = wait_leaders(cluster, small, lambda v: v[p][0] == dest, 15, f"partition {p} on broker {dest}")
-                moves.append(dict(p=p, dest=dest, t_req=t_req, t_done=t_done, epoch=after[p][1],
+                moves.append(dict(p=p, dest=dest, t_req=t_req, t_done=t_done, wall_req=wall_req, epoch=after[p][1],
                                   tool_ms=r.get("elapsed_ms"), wall_ms=ms(t_done - t_req),
                                   visible_ms=ms(time.monotonic() - t_req)))
                 time.sleep(max(0.0, args.move_spacing_ms / 1000 - (time.monotonic() - t_req)))
@@ -495,6 +495,7 @@ def main():
                     help="f: broker --upload-interval-ms, so acknowledged records stay only in the local WAL")
     ap.add_argument("--volume-pause-ms", type=int, default=1000, help="f: SIGKILL -> restart of the broker")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, objects)")
+    ap.add_argument("--moves-json", metavar="PATH", help="write every single-partition move of a (times, gap, leader epoch) to PATH")
     args = ap.parse_args()
     args.pconf = dict(kv.split("=", 1) for kv in args.producer_conf)
 
@@ -514,6 +515,8 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
 
     allmoves = [m for r in runs for m in r["moves"]]
+    if args.moves_json:
+        Path(args.moves_json).write_text(json.dumps(allmoves, indent=1))
     un = [m["unavail_ms"] for m in allmoves if m["unavail_ms"] is not None]
     gp = [m["gap_ms"] for m in allmoves if m["gap_ms"] is not None]
     tool = [round(m["tool_ms"], 1) for m in allmoves if m["tool_ms"] is not None]

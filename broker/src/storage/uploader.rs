@@ -198,16 +198,19 @@ async fn round(s: &Storage) -> Result<bool, String> {
     if entries.is_empty() {
         return Ok(false);
     }
+    let started = std::time::Instant::now();
     s.objects
         .put_new_parts(&key, parts_bytes)
         .await
         .map_err(|e| e.to_string())?;
+    let entries_len = entries.len();
     let meta = ObjectMeta {
         key: key.clone(),
         size: size as u64,
         created_ms: now_ms(),
         live_entries: entries.len() as u64,
     };
+    let put_ms = started.elapsed().as_secs_f64() * 1e3;
     let index = s.index.clone();
     let committed = tokio::task::spawn_blocking(move || index.commit(meta, entries))
         .await
@@ -248,7 +251,14 @@ async fn round(s: &Storage) -> Result<bool, String> {
             .collect();
         wal.trim(committed);
     }
-    tracing::debug!(key, size, "uploaded object");
+    tracing::debug!(
+        key,
+        size,
+        partitions = entries_len,
+        put_ms = format_args!("{put_ms:.1}"),
+        total_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "uploaded object"
+    );
     Ok(full)
 }
 

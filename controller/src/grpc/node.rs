@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::network::{Channels, GrpcNetwork};
 use super::proto::admin_server::AdminServer;
@@ -159,16 +159,12 @@ pub async fn start(
         let _ = rx.wait_for(|s| *s).await;
     };
     let peer = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             RaftPeerServer::new(PeerService::new(raft.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.raft),
-            shutdown(stopped.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(listeners.raft), shutdown(stopped.clone()));
     let api_service = ApiService::new(
         config.id,
         raft.clone(),
@@ -177,7 +173,6 @@ pub async fn start(
         config.leases,
     );
     let api = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             MetadataServer::new(api_service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -188,7 +183,7 @@ pub async fn start(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown(stopped));
+        .serve_with_incoming_shutdown(incoming(listeners.api), shutdown(stopped));
     let servers = vec![tokio::spawn(peer), tokio::spawn(api)];
 
     let bootstrap = if config.initial_voters.contains_key(&config.id) {
@@ -247,5 +242,35 @@ impl RunningController {
             let _ = server.await;
         }
         result
+    }
+}
+
+/// Accepted connections of a gRPC server, with `TCP_NODELAY` set.
+///
+/// `Server::tcp_nodelay` does not apply to `serve_with_incoming`; the
+/// accepted sockets get it only from here. Without it, a reply that h2
+/// writes in more than one segment waits for the peer's delayed ACK: every
+/// proposal from another process took ~40 ms instead of ~1 ms.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_delayed_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.unwrap().unwrap();
+        assert!(
+            stream.nodelay().unwrap(),
+            "TCP_NODELAY not set on an accepted connection"
+        );
     }
 }
