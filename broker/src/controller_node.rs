@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
-use floe_controller::grpc::service::LeaseConfig;
+use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
 use floe_controller::raft::{ControllerNode, NodeId, RaftMetrics};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
@@ -88,6 +88,15 @@ pub struct ControllerArgs {
     /// the broker, in milliseconds.
     #[arg(long, env = "FLOE_BROKER_LEASE_GRACE_MS", default_value_t = 1_000)]
     pub broker_lease_grace_ms: u64,
+    /// How often the leader checks whether the brokers' load (partitions,
+    /// weighted by measured bytes per second) is out of balance and, if so,
+    /// rebalances by itself, in seconds; 0 turns automatic rebalancing off.
+    #[arg(long, env = "FLOE_REBALANCE_INTERVAL_S", default_value_t = 30)]
+    pub rebalance_interval_s: u64,
+    /// How long no partition may have changed leader (no move, no
+    /// failover) before an automatic rebalance, in seconds.
+    #[arg(long, env = "FLOE_REBALANCE_COOLDOWN_S", default_value_t = 300)]
+    pub rebalance_cooldown_s: u64,
 }
 
 impl ControllerArgs {
@@ -180,6 +189,11 @@ impl ControllerProcess {
             leases: LeaseConfig {
                 lease: Duration::from_millis(args.broker_lease_ms),
                 grace: Duration::from_millis(args.broker_lease_grace_ms),
+            },
+            balancer: BalancerConfig {
+                interval: (args.rebalance_interval_s > 0)
+                    .then(|| Duration::from_secs(args.rebalance_interval_s)),
+                cooldown: Duration::from_secs(args.rebalance_cooldown_s),
             },
         };
         let node = node::start(config, listeners).await?;

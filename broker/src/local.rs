@@ -293,7 +293,7 @@ pub struct LocalNode {
 impl LocalNode {
     pub async fn start(args: LocalArgs) -> anyhow::Result<LocalNode> {
         use floe_controller::grpc::node::{self, Listeners, NodeConfig};
-        use floe_controller::grpc::service::LeaseConfig;
+        use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
         use floe_controller::raft::ControllerNode;
 
         args.serving.validate()?;
@@ -331,6 +331,11 @@ impl LocalNode {
                 raft,
                 bootstrap_grace: Duration::ZERO,
                 leases: LeaseConfig::default(),
+                // One broker: nothing to balance.
+                balancer: BalancerConfig {
+                    interval: None,
+                    ..BalancerConfig::default()
+                },
             },
             listeners,
         )

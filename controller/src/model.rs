@@ -22,7 +22,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use apply::{apply, ApplyError, Outcome, MAX_PARTITIONS, MAX_PRODUCER_ID_BLOCK};
+pub use apply::{
+    apply, rebalance_plan, ApplyError, Outcome, MAX_PARTITIONS, MAX_PRODUCER_ID_BLOCK,
+};
 
 /// A partition, named by the topic's immutable id (never its name, which can be reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -420,3 +420,129 @@ async fn a_broker_that_stops_renewing_is_fenced_only_after_its_lease() -> anyhow
     renewing.await??;
     Ok(())
 }
+
+/// The leader proposes `Rebalance` by itself once placement has been quiet
+/// for the cool-down, and stays put once balanced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Result<()> {
+    use floe_controller::grpc::service::BalancerConfig;
+    use floe_controller::model::{HandOff, PartitionId};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const COOLDOWN: Duration = Duration::from_millis(1_500);
+    let dir = tempfile::tempdir()?;
+    let started = tokio::time::Instant::now();
+    let balancer = BalancerConfig {
+        interval: Some(Duration::from_millis(100)),
+        cooldown: COOLDOWN,
+    };
+    let cluster = Cluster::start_with(dir.path(), Some(balancer)).await?;
+    let client = cluster.client();
+    let epochs = [
+        (1, registered(&client.propose(&register_broker(1)).await?)?),
+        (2, registered(&client.propose(&register_broker(2)).await?)?),
+    ];
+    // Both brokers renew all along: nothing is fenced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let renewing = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for (id, epoch) in epochs {
+                    client.heartbeat(id, epoch).await?;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // All four partitions on broker 1.
+    let created = client
+        .propose(&Command::CreateTopic {
+            name: "t".to_owned(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 4,
+            configs: BTreeMap::new(),
+            leader: 1,
+        })
+        .await?;
+    ensure!(created.answer.is_ok(), "{created:?}");
+
+    // Two of them are asked to move to broker 2, no earlier than the
+    // cool-down after the controllers started.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (requested_at, state) = loop {
+        let (_, state) = client.read_state().await?;
+        let targets: Vec<Option<i32>> = state.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.target)
+            .collect();
+        if targets.iter().any(Option::is_some) {
+            ensure!(
+                targets.iter().filter(|t| **t == Some(2)).count() == 2
+                    && targets.iter().filter(|t| t.is_none()).count() == 2,
+                "{targets:?}"
+            );
+            break (tokio::time::Instant::now(), state);
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no automatic rebalance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(
+        requested_at - started >= COOLDOWN,
+        "rebalanced {:?} after the start, inside the cool-down",
+        requested_at - started
+    );
+
+    // Broker 1 hands them off.
+    let topic = &state.topics["t"];
+    let handoffs = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.target.is_some())
+        .map(|(i, p)| HandOff {
+            partition: PartitionId {
+                topic_id: topic.id,
+                partition: i as i32,
+            },
+            leader_epoch: p.leader_epoch,
+            committed_end: p.committed_end,
+        })
+        .collect();
+    let done = client
+        .propose(&Command::CompleteMoves {
+            from: 1,
+            broker_epoch: epochs[0].1,
+            handoffs,
+        })
+        .await?;
+    ensure!(
+        matches!(done.answer, Ok(Outcome::MovesCompleted { moved: 2, .. })),
+        "{done:?}"
+    );
+
+    // Balanced: two more cool-downs pass and nothing moves.
+    tokio::time::sleep(2 * COOLDOWN + Duration::from_millis(300)).await;
+    let (_, after) = client.read_state().await?;
+    let now: Vec<(i32, i32, Option<i32>)> = after.topics["t"]
+        .partitions
+        .iter()
+        .map(|p| (p.leader, p.leader_epoch, p.target))
+        .collect();
+    let mut leaders: Vec<i32> = now.iter().map(|p| p.0).collect();
+    leaders.sort_unstable();
+    ensure!(leaders == vec![1, 1, 2, 2], "{now:?}");
+    ensure!(
+        now.iter().all(|p| p.2.is_none() && p.1 <= 1),
+        "moved again: {now:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    renewing.await??;
+    Ok(())
+}

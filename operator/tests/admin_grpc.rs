@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use floe_controller::grpc::client::{ClientOptions, ControllerClient};
 use floe_controller::grpc::node::{self, default_raft_config, Listeners, NodeConfig};
-use floe_controller::grpc::service::LeaseConfig;
+use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
 use floe_controller::model::{Command, HandOff, Outcome, PartitionId};
 use floe_controller::raft::ControllerNode;
 use floe_operator::admin::{AdminError, BrokerState, ClusterAdmin};
@@ -45,6 +45,10 @@ async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
         leases: LeaseConfig {
             lease: Duration::from_secs(600),
             grace: Duration::from_secs(60),
+        },
+        balancer: BalancerConfig {
+            interval: None,
+            ..BalancerConfig::default()
         },
     };
     let node = node::start(config, listeners).await?;

@@ -207,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
             raft: node::default_raft_config("floe-bench").map_err(|e| anyhow::anyhow!("{e}"))?,
             bootstrap_grace: Duration::from_millis(50),
             leases: Default::default(),
+            balancer: floe_controller::grpc::service::BalancerConfig {
+                interval: None,
+                ..Default::default()
+            },
         };
         nodes.push(node::start(config, l).await?);
     }

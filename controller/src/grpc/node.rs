@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub bootstrap_grace: Duration,
     /// Broker leases granted by this controller while it leads.
     pub leases: super::service::LeaseConfig,
+    /// Automatic rebalancing by this controller while it leads.
+    pub balancer: super::service::BalancerConfig,
 }
 
 /// openraft settings for controllers: heartbeats every 100 ms, elections
@@ -171,6 +173,7 @@ pub async fn start(
         sm.clone(),
         stopped.clone(),
         config.leases,
+        config.balancer,
     );
     let api = tonic::transport::Server::builder()
         .add_service(

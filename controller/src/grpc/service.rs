@@ -55,7 +55,10 @@ const WATCH_BATCH: usize = 256;
 const WATCH_BUFFER: usize = 1_024;
 
 mod admin;
+mod balancer;
 pub mod translation;
+
+pub use balancer::BalancerConfig;
 
 /// Serves `RaftPeer`: openraft's RPCs from the other controllers.
 #[derive(Clone)]
@@ -286,15 +289,16 @@ pub struct ApiService {
 }
 
 impl ApiService {
-    /// The services of controller `id`; starts its proposal batcher and
-    /// broker lease reaper (on the current tokio runtime). Watch streams and
-    /// the reaper end when `stopping` turns true.
+    /// The services of controller `id`; starts its proposal batcher, broker
+    /// lease reaper and balancer (on the current tokio runtime). Watch
+    /// streams, the reaper and the balancer end when `stopping` turns true.
     pub fn new(
         id: NodeId,
         raft: Raft,
         sm: StateMachine,
         stopping: tokio::sync::watch::Receiver<bool>,
         lease_config: LeaseConfig,
+        balancer: BalancerConfig,
     ) -> ApiService {
         let (proposals, rx) = mpsc::channel(PROPOSAL_QUEUE);
         tokio::spawn(run_batcher(id, raft.clone(), rx));
@@ -307,7 +311,12 @@ impl ApiService {
             leases: Arc::new(LeaseTable::default()),
             lease_config,
         };
-        tokio::spawn(run_lease_reaper(service.clone(), lease_config, stopping));
+        tokio::spawn(run_lease_reaper(
+            service.clone(),
+            lease_config,
+            stopping.clone(),
+        ));
+        tokio::spawn(balancer::run_balancer(service.clone(), balancer, stopping));
         service
     }
 

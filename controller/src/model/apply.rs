@@ -14,6 +14,7 @@ mod moves;
 mod objects;
 mod placement;
 
+pub use moves::rebalance_plan;
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
 use placement::Load;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use floe_controller::grpc::client::ClientOptions;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
-use floe_controller::grpc::service::LeaseConfig;
+use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
 use floe_controller::grpc::ControllerClient;
 use floe_controller::raft::{ControllerNode, NodeId};
 
@@ -22,6 +22,8 @@ pub struct Cluster {
     pub root: PathBuf,
     pub voters: BTreeMap<NodeId, ControllerNode>,
     pub nodes: BTreeMap<NodeId, RunningController>,
+    /// Automatic balancing of the nodes started from now on.
+    pub balancer: Option<BalancerConfig>,
 }
 
 pub fn config(
@@ -44,12 +46,25 @@ pub fn config(
             lease: LEASE,
             grace: LEASE_GRACE,
         },
+        // Off unless a test turns it on (`Cluster::balancer`).
+        balancer: BalancerConfig {
+            interval: None,
+            ..BalancerConfig::default()
+        },
     })
 }
 
 impl Cluster {
     /// Binds three controllers on loopback and starts them.
     pub async fn start(root: &Path) -> anyhow::Result<Cluster> {
+        Cluster::start_with(root, None).await
+    }
+
+    /// Like [`Cluster::start`], with automatic balancing configured.
+    pub async fn start_with(
+        root: &Path,
+        balancer: Option<BalancerConfig>,
+    ) -> anyhow::Result<Cluster> {
         let mut listeners = BTreeMap::new();
         let mut voters = BTreeMap::new();
         for id in 1..=3 {
@@ -62,6 +77,7 @@ impl Cluster {
             root: root.to_owned(),
             voters,
             nodes: BTreeMap::new(),
+            balancer,
         };
         for (id, l) in listeners {
             cluster.start_node(id, l).await?;
@@ -70,7 +86,10 @@ impl Cluster {
     }
 
     pub async fn start_node(&mut self, id: NodeId, listeners: Listeners) -> anyhow::Result<()> {
-        let config = config(&self.root, id, &self.voters)?;
+        let mut config = config(&self.root, id, &self.voters)?;
+        if let Some(balancer) = self.balancer {
+            config.balancer = balancer;
+        }
         let running = node::start(config, listeners).await?;
         self.nodes.insert(id, running);
         Ok(())

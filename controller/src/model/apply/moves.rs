@@ -8,7 +8,7 @@
 //!
 //! Contract: as for every command, all checks come before any change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::placement::{less, Load};
 use super::{ApplyError, Outcome};
@@ -199,24 +199,40 @@ fn weights(state: &MetadataState) -> impl Fn(u64) -> u64 {
     }
 }
 
-/// Moves partitions from the most to the least loaded live brokers while a
-/// move lowers the higher of the two: partitions weigh by their reported
-/// bytes per second relative to the mean ([`weights`]), so with no loads
-/// reported this evens out partition counts (no two brokers differ by more
-/// than one). With loads reported, brokers within a tenth of the mean
-/// broker weight of it count as balanced, so measurement noise does not
-/// make partitions flap. Among equally good candidates the partition whose
-/// topic is most concentrated in the heavy broker's zone relative to the
-/// light broker's moves (a topic spreads over the zones), then the
-/// highest-numbered partition of the first topic (deterministic).
+/// Moves partitions from the most to the least loaded live brokers (the
+/// moves of [`rebalance_plan`]).
+pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError> {
+    let plan = rebalance_plan(state);
+    for m in &plan {
+        if let Some(partition) = state.partition_mut(m.partition) {
+            partition.target = Some(m.to);
+        }
+    }
+    Ok(Outcome::MovesRequested {
+        requested: plan.len() as u32,
+    })
+}
+
+/// The moves `Rebalance` would request now, in order; empty when the live
+/// brokers are balanced. Moves partitions from the most to the least loaded
+/// live brokers while a move lowers the higher of the two: partitions weigh
+/// by their reported bytes per second relative to the mean ([`weights`]),
+/// so with no loads reported this evens out partition counts (no two
+/// brokers differ by more than one). With loads reported, brokers within a
+/// tenth of the mean broker weight of it count as balanced, so measurement
+/// noise does not make partitions flap. Among equally good candidates the
+/// partition whose topic is most concentrated in the heavy broker's zone
+/// relative to the light broker's moves (a topic spreads over the zones),
+/// then the highest-numbered partition of the first topic (deterministic).
 /// Partitions with a pending move stay as they are (and count at their
 /// target).
-pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError> {
+pub fn rebalance_plan(state: &MetadataState) -> Vec<Move> {
     let weight = weights(state);
     let mut live = Load::of(state);
     let mut totals: BTreeMap<i32, u64> = live.live().map(|b| (b, 0)).collect();
+    let mut plan = Vec::new();
     if totals.len() < 2 {
-        return Ok(Outcome::MovesRequested { requested: 0 });
+        return plan;
     }
     let mut any_load = false;
     for p in state.topics.values().flat_map(|t| &t.partitions) {
@@ -228,7 +244,7 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
     let brokers = totals.len() as u64;
     let mean = totals.values().sum::<u64>() / brokers;
     let tolerance = if any_load { mean / 10 } else { 0 };
-    let mut requested = 0u32;
+    let mut planned: BTreeSet<PartitionId> = BTreeSet::new();
     let limit = state
         .topics
         .values()
@@ -249,13 +265,8 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
         let (heavy_zone, light_zone) = (live.zone(heavy).to_owned(), live.zone(light).to_owned());
         // The candidate that leaves the pair most even, if it helps at all;
         // then the one whose topic leans most to the heavy broker's zone.
-        let mut best: Option<(
-            u64,
-            (usize, usize),
-            uuid::Uuid,
-            &mut crate::model::Partition,
-        )> = None;
-        for topic in state.topics.values_mut() {
+        let mut best: Option<(u64, (usize, usize), PartitionId, u64)> = None;
+        for topic in state.topics.values() {
             let lean = if heavy_zone == light_zone {
                 (0, 1)
             } else {
@@ -264,13 +275,14 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
                 // heavy share − light share, as a fraction (negative → 0).
                 ((hc * ln).saturating_sub(lc * hn), hn * ln)
             };
-            let topic_id = topic.id;
-            for p in topic
-                .partitions
-                .iter_mut()
-                .rev()
-                .filter(|p| p.leader == heavy && p.target.is_none())
-            {
+            for (index, p) in topic.partitions.iter().enumerate().rev() {
+                let id = PartitionId {
+                    topic_id: topic.id,
+                    partition: index as i32,
+                };
+                if p.leader != heavy || p.target.is_some() || planned.contains(&id) {
+                    continue;
+                }
                 let w = weight(p.load);
                 let after = (h - w).max(l + w);
                 if after >= h {
@@ -281,20 +293,22 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
                     Some((b, b_lean, _, _)) => after < *b || (after == *b && less(*b_lean, lean)),
                 };
                 if better {
-                    best = Some((after, lean, topic_id, p));
+                    best = Some((after, lean, id, w));
                 }
             }
         }
-        let Some((_, _, topic_id, partition)) = best else {
+        let Some((_, _, id, w)) = best else {
             break;
         };
-        let w = weight(partition.load);
-        partition.target = Some(light);
-        live.remove(topic_id, heavy);
-        live.add(topic_id, light);
+        planned.insert(id);
+        plan.push(Move {
+            partition: id,
+            to: light,
+        });
+        live.remove(id.topic_id, heavy);
+        live.add(id.topic_id, light);
         *totals.entry(heavy).or_default() -= w;
         *totals.entry(light).or_default() += w;
-        requested += 1;
     }
-    Ok(Outcome::MovesRequested { requested })
+    plan
 }

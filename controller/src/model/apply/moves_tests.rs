@@ -210,6 +210,30 @@ fn rebalancing_evens_out_partition_counts() {
 }
 
 #[test]
+fn the_rebalance_plan_is_what_rebalancing_requests_and_reads_only() {
+    let mut d = three_brokers_topic_on_1(7);
+    let before = d.state.clone();
+    let plan = crate::model::rebalance_plan(&d.state);
+    assert_eq!(d.state, before, "planning changes nothing");
+    assert_eq!(plan.len(), 4);
+    assert_eq!(
+        d.ok(Command::Rebalance),
+        Outcome::MovesRequested { requested: 4 }
+    );
+    for m in &plan {
+        let p = d.state.partition(m.partition).unwrap();
+        assert_eq!(p.target, Some(m.to), "{m:?}");
+    }
+    let targeted = d.state.topics["a"]
+        .partitions
+        .iter()
+        .filter(|p| p.target.is_some())
+        .count();
+    assert_eq!(targeted, plan.len(), "nothing beyond the plan moves");
+    assert!(crate::model::rebalance_plan(&d.state).is_empty());
+}
+
+#[test]
 fn reported_loads_weigh_in_rebalancing() {
     let mut d = Driver::default();
     d.ok(register(1));
