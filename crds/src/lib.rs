@@ -20,8 +20,8 @@ pub use placement::{
 };
 pub use spec::{
     BrokerSpec, ControllerSpec, CredentialsSecretRef, KafkaCluster, KafkaClusterSpec,
-    ListenersSpec, ObjectStorageSpec, PullPolicy, ReclaimPolicy, ServiceAccountSpec, VolumeSpec,
-    WalMode, DEFAULT_ADVERTISED_HOST, HEALTH_PORT, MAX_CLUSTER_NAME_LEN,
+    ListenersSpec, ObjectStorageSpec, PullPolicy, RebalanceSpec, ReclaimPolicy, ServiceAccountSpec,
+    VolumeSpec, WalMode, DEFAULT_ADVERTISED_HOST, HEALTH_PORT, MAX_CLUSTER_NAME_LEN,
 };
 pub use status::{
     condition, BrokerStatus, CapacityType, KafkaClusterStatus, ReassignmentOutcome,

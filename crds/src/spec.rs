@@ -127,6 +127,9 @@ pub struct ControllerSpec {
     /// CPU and memory for each controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Automatic rebalancing by the controller leader.
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
 }
 
 impl Default for ControllerSpec {
@@ -135,8 +138,46 @@ impl Default for ControllerSpec {
             replicas: default_controller_replicas(),
             storage: default_controller_storage(),
             resources: None,
+            rebalance: RebalanceSpec::default(),
         }
     }
+}
+
+/// When the controller leader rebalances by itself: it checks every
+/// `intervalSeconds` whether the brokers' load (partitions, weighted by the
+/// bytes per second their leaders measure) is out of balance, and moves
+/// partitions once no partition has changed leader for `cooldownSeconds`.
+/// The operator still asks for a rebalance right after a scale-out or a
+/// rolling restart.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Seconds between checks; 0 turns automatic rebalancing off.
+    #[serde(default = "default_rebalance_interval_seconds")]
+    #[schemars(range(min = 0, max = 86_400))]
+    pub interval_seconds: i32,
+    /// Seconds without any leader change (move or failover) before an
+    /// automatic rebalance.
+    #[serde(default = "default_rebalance_cooldown_seconds")]
+    #[schemars(range(min = 0, max = 604_800))]
+    pub cooldown_seconds: i32,
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_rebalance_interval_seconds(),
+            cooldown_seconds: default_rebalance_cooldown_seconds(),
+        }
+    }
+}
+
+fn default_rebalance_interval_seconds() -> i32 {
+    30
+}
+
+fn default_rebalance_cooldown_seconds() -> i32 {
+    300
 }
 
 fn default_controller_replicas() -> i32 {

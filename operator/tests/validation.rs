@@ -40,6 +40,7 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
     (
         "invalid-many",
         &[
+            ("spec.controllers.rebalance.intervalSeconds", "-5 is negative"),
             ("spec.brokers.walVolume.size", "\"20GB\" is not a quantity"),
             ("spec.brokers.resources.requests.cpu", "4 is above limits.cpu (2)"),
             ("spec.objectStorage.bucket", "\"My_Bucket\" is not an S3 bucket name"),

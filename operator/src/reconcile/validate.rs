@@ -268,10 +268,25 @@ impl Checker {
         }
         self.volume("spec.controllers.storage", &spec.storage);
         self.resources("spec.controllers.resources", spec.resources.as_ref());
+        for (field, value) in [
+            (
+                "spec.controllers.rebalance.intervalSeconds",
+                spec.rebalance.interval_seconds,
+            ),
+            (
+                "spec.controllers.rebalance.cooldownSeconds",
+                spec.rebalance.cooldown_seconds,
+            ),
+        ] {
+            if value < 0 {
+                self.problem(field, format!("{value} is negative"));
+            }
+        }
         Controllers {
             replicas: spec.replicas,
             storage: spec.storage.clone(),
             resources: spec.resources.clone(),
+            rebalance: spec.rebalance.clone(),
         }
     }
 

@@ -27,6 +27,14 @@ pub(super) fn statefulset(cluster: &ValidatedCluster, config_hash: &str) -> Stat
                 pod::ordinal_env("FLOE_NODE_ID"),
                 pod::value_env("FLOE_RAFT_LISTEN", &format!("0.0.0.0:{RAFT_PORT}")),
                 pod::value_env("FLOE_METADATA_LISTEN", &format!("0.0.0.0:{METADATA_PORT}")),
+                pod::value_env(
+                    "FLOE_REBALANCE_INTERVAL_S",
+                    &cluster.controllers.rebalance.interval_seconds.to_string(),
+                ),
+                pod::value_env(
+                    "FLOE_REBALANCE_COOLDOWN_S",
+                    &cluster.controllers.rebalance.cooldown_seconds.to_string(),
+                ),
             ],
             ports: vec![
                 pod::container_port(names::RAFT_PORT, RAFT_PORT),

@@ -57,6 +57,8 @@ pub struct Controllers {
     pub storage: VolumeSpec,
     /// Container resources.
     pub resources: Option<ResourceRequirements>,
+    /// Automatic rebalancing by the leader.
+    pub rebalance: floe_crds::RebalanceSpec,
 }
 
 impl Controllers {
