@@ -48,6 +48,50 @@ fn fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Durati
     Ok(out)
 }
 
+/// The quorum's fsync floor when the three controllers share one disk, as
+/// they do here: three threads each append 4 KiB + `fdatasync` to their own
+/// file at the same instant (one per controller directory), `n` times; the
+/// time until the second finishes is when a majority has its entry durable.
+/// On separate disks (a real deployment) this is one fsync.
+fn quorum_fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Duration>> {
+    use std::sync::Barrier;
+    let start = Arc::new(Barrier::new(4));
+    let end = Arc::new(Barrier::new(4));
+    let finished: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let mut threads = Vec::new();
+    for i in 0..3 {
+        let mut file = std::fs::File::create(dir.join(format!("quorum-fsync-probe-{i}")))?;
+        let (start, end, finished) = (start.clone(), end.clone(), finished.clone());
+        threads.push(std::thread::spawn(move || -> std::io::Result<()> {
+            let block = vec![7u8; 4096];
+            for _ in 0..n {
+                start.wait();
+                file.write_all(&block)?;
+                file.sync_data()?;
+                finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Instant::now());
+                end.wait();
+            }
+            Ok(())
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        start.wait();
+        let t = Instant::now();
+        end.wait();
+        let mut done = std::mem::take(&mut *finished.lock().unwrap_or_else(|p| p.into_inner()));
+        done.sort_unstable();
+        out.push(done[1].saturating_duration_since(t));
+    }
+    for t in threads {
+        t.join().map_err(|_| std::io::Error::other("probe thread panicked"))??;
+    }
+    Ok(out)
+}
+
 /// One controller's state machine holding `partitions` partitions (100 per
 /// topic) and `entries` index entries, built through `apply`.
 async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
@@ -186,8 +230,10 @@ async fn main() -> anyhow::Result<()> {
     let root: PathBuf =
         std::env::temp_dir().join(format!("floe-controller-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&root)?;
-    let mut fsyncs = fsync_baseline(&root, 200)?;
+    let mut fsyncs = fsync_baseline(&root, 1_000)?;
     fsyncs.sort_unstable();
+    let mut quorum_fsyncs = quorum_fsync_baseline(&root, 1_000)?;
+    quorum_fsyncs.sort_unstable();
 
     let mut listeners = BTreeMap::new();
     let mut voters = BTreeMap::new();
@@ -279,6 +325,10 @@ async fn main() -> anyhow::Result<()> {
     // a follower's round trip plus its fsync (the leader's own fsync runs
     // alongside).
     let floor_p99 = 2.0 * rtt_p99 + fsync_p99;
+    // The same with the majority's fsyncs contending for this one disk.
+    let quorum_fsync_p50 = percentile(&quorum_fsyncs, 0.5);
+    let quorum_fsync_p99 = percentile(&quorum_fsyncs, 0.99);
+    let shared_disk_floor_p99 = 2.0 * rtt_p99 + quorum_fsync_p99;
     println!(
         "{}",
         serde_json::json!({
@@ -292,6 +342,9 @@ async fn main() -> anyhow::Result<()> {
             "grpc_rtt_ms_p50": rtt_p50,
             "grpc_rtt_ms_p99": rtt_p99,
             "commit_p99_over_fsync_plus_network_p99": if floor_p99 > 0.0 { p99 / floor_p99 } else { 0.0 },
+            "quorum_fsync_ms_p50": quorum_fsync_p50,
+            "quorum_fsync_ms_p99": quorum_fsync_p99,
+            "commit_p99_over_shared_disk_floor_p99": if shared_disk_floor_p99 > 0.0 { p99 / shared_disk_floor_p99 } else { 0.0 },
             "sequential_commits": sequential,
             "proposers": proposers,
             "commits_per_sec": throughput,
