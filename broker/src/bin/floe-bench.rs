@@ -211,6 +211,10 @@ struct Report {
     batch_bytes: usize,
     raw_fsync: RawFsync,
     raw_fsync_large: RawFsync,
+    /// `--concurrency` writers of `batch_bytes` through a bare group commit
+    /// on one file (no engine): the durable-append floor at that load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_group_commit: Option<RawFsync>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_probe: Option<AppendResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +224,12 @@ struct Report {
     volume_broker_added_p99_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_p99_over_fsync_p99: Option<f64>,
+    /// volume ack p99 minus the bare group commit's p99 (same run, same
+    /// concurrency and batch size), and their ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_over_group_commit_p99_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_p99_over_group_commit_p99: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_broker_added_p99_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,10 +290,13 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         batch_bytes: batch(args.batch_bytes, args.record_bytes).len(),
         raw_fsync,
         raw_fsync_large,
+        raw_group_commit: None,
         volume_probe: None,
         volume: None,
         volume_broker_added_p99_us: None,
         volume_p99_over_fsync_p99: None,
+        volume_over_group_commit_p99_us: None,
+        volume_p99_over_group_commit_p99: None,
         probe_broker_added_p99_us: None,
         tail_read: None,
         catchup_read: None,
@@ -299,6 +312,18 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
             report.volume_probe = Some(r);
             engine.close().await;
         }
+        eprintln!(
+            "bare group commit, {} writers, {} s",
+            args.concurrency, args.raw_secs
+        );
+        let raw_dir = scratch.to_owned();
+        let (writers, bytes, secs) = (args.concurrency, report.batch_bytes, args.raw_secs);
+        let group = tokio::task::spawn_blocking(move || {
+            measure_group_commit(&raw_dir, writers, bytes, secs)
+        })
+        .await??;
+        let group_p99 = group.latency.p99_us;
+        report.raw_group_commit = Some(group);
         eprintln!("volume mode, {} appenders", args.concurrency);
         let dir = scratch.join("volume");
         let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
@@ -307,6 +332,9 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
             .await?;
         report.volume_broker_added_p99_us = Some(r.ack.p99_us as i64 - fsync_p99 as i64);
         report.volume_p99_over_fsync_p99 = Some(r.ack.p99_us as f64 / fsync_p99.max(1) as f64);
+        report.volume_over_group_commit_p99_us = Some(r.ack.p99_us as i64 - group_p99 as i64);
+        report.volume_p99_over_group_commit_p99 =
+            Some(r.ack.p99_us as f64 / group_p99.max(1) as f64);
         report.volume = Some(r);
         eprintln!("tail reads");
         report.tail_read = Some(engine.tail_phase(args).await?);
@@ -365,6 +393,126 @@ fn measure_fsync(dir: &Path, write_bytes: usize, secs: f64) -> anyhow::Result<Ra
     std::fs::remove_file(&path)?;
     Ok(RawFsync {
         write_bytes,
+        latency: Latency::from(us),
+        mb_s,
+    })
+}
+
+/// The same load as the `volume` phase with no engine at all: `writers`
+/// threads each append `batch` bytes to one file and wait until it is
+/// durable, through the simplest group commit (one syncer thread takes
+/// everything queued, writes it, `fdatasync`s, wakes the writers it
+/// covered). What a durable append costs on this disk at this concurrency,
+/// queueing included: the floor the engine's own latency is compared with.
+fn measure_group_commit(
+    dir: &Path,
+    writers: usize,
+    batch: usize,
+    secs: f64,
+) -> anyhow::Result<RawFsync> {
+    use std::sync::{Condvar, Mutex};
+
+    #[derive(Default)]
+    struct Queue {
+        buf: Vec<u8>,
+        queued: u64,
+        durable: u64,
+        stop: bool,
+        failed: Option<String>,
+    }
+    let path = dir.join("raw-group-commit.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+    let syncer = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let (lock, cv) = &*shared;
+            loop {
+                let (buf, upto) = {
+                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while q.buf.is_empty() && !q.stop {
+                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if q.buf.is_empty() {
+                        return;
+                    }
+                    (std::mem::take(&mut q.buf), q.queued)
+                };
+                let done = f.write_all(&buf).and_then(|()| f.sync_data());
+                let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                match done {
+                    Ok(()) => q.durable = upto,
+                    Err(e) => {
+                        q.failed = Some(e.to_string());
+                        q.stop = true;
+                    }
+                }
+                cv.notify_all();
+            }
+        })
+    };
+    let block: Vec<u8> = (0..batch).map(|i| (i * 31 % 251) as u8).collect();
+    let limit = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let threads: Vec<_> = (0..writers)
+        .map(|_| {
+            let (shared, block) = (shared.clone(), block.clone());
+            std::thread::spawn(move || {
+                let (lock, cv) = &*shared;
+                let mut us = Vec::new();
+                while start.elapsed() < limit {
+                    let t = Instant::now();
+                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if q.stop {
+                        break;
+                    }
+                    q.buf.extend_from_slice(&block);
+                    q.queued += 1;
+                    let mine = q.queued;
+                    cv.notify_all();
+                    while q.durable < mine && !q.stop {
+                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(q);
+                    us.push(t.elapsed().as_micros() as u64);
+                }
+                us
+            })
+        })
+        .collect();
+    let mut us = Vec::new();
+    for t in threads {
+        us.extend(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a writer thread panicked"))?,
+        );
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    {
+        let (lock, cv) = &*shared;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        cv.notify_all();
+    }
+    syncer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the syncer thread panicked"))?;
+    if let Some(e) = shared
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .failed
+        .take()
+    {
+        anyhow::bail!("group commit baseline: {e}");
+    }
+    std::fs::remove_file(&path)?;
+    let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
+    Ok(RawFsync {
+        write_bytes: batch,
         latency: Latency::from(us),
         mb_s,
     })
