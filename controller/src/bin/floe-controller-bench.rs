@@ -87,7 +87,8 @@ fn quorum_fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec
         out.push(done[1].saturating_duration_since(t));
     }
     for t in threads {
-        t.join().map_err(|_| std::io::Error::other("probe thread panicked"))??;
+        t.join()
+            .map_err(|_| std::io::Error::other("probe thread panicked"))??;
     }
     Ok(out)
 }
