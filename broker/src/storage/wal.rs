@@ -147,8 +147,31 @@ impl Wal {
                 path: dir.to_owned(),
                 source,
             })?;
+        // The next segment is created (header written, file and directory
+        // synced) on a thread of its own while the current one fills, so a
+        // rotation does not stall the group commit behind those fsyncs.
+        let (spare_jobs, spare_rx) = mpsc::channel::<u64>();
+        let (spare_tx, spares) = mpsc::channel::<Spare>();
+        let spare_dir = dir.to_owned();
+        thread::Builder::new()
+            .name("floe-wal-next".into())
+            .spawn(move || {
+                // Ends when the writer (the only sender) is gone.
+                while let Ok(seq) = spare_rx.recv() {
+                    if spare_tx.send((seq, open_segment(&spare_dir, seq))).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| WalError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let _ = spare_jobs.send(next_seq + 1);
         let mut writer = Writer {
             unlinker,
+            spare_jobs,
+            spares,
             dir: dir.to_owned(),
             file: active.0,
             size: SEGMENT_HEADER_LEN as u64,
@@ -200,9 +223,17 @@ impl Drop for Wal {
     }
 }
 
+/// A segment created ahead: its sequence number, and the open file and its
+/// path (or why it could not be created).
+type Spare = (u64, Result<(File, PathBuf), WalError>);
+
 struct Writer {
     /// Deletes trimmed segments on a thread of its own.
     unlinker: mpsc::Sender<Vec<PathBuf>>,
+    /// Asks for the segment after the active one to be created ahead.
+    spare_jobs: mpsc::Sender<u64>,
+    /// Segments created ahead: `(seq, the open file and its path)`.
+    spares: mpsc::Receiver<Spare>,
     dir: PathBuf,
     file: File,
     size: u64,
@@ -293,7 +324,8 @@ impl Writer {
 
     fn rotate(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = open_segment(&self.dir, seq)?;
+        let (file, path) = self.next_segment(seq)?;
+        let _ = self.spare_jobs.send(seq + 1);
         self.file = file;
         self.size = SEGMENT_HEADER_LEN as u64;
         self.segments.push(SegmentInfo {
@@ -326,6 +358,22 @@ impl Writer {
             // a crash before the unlink is harmless.
             let paths = self.segments.drain(..removed).map(|s| s.path).collect();
             let _ = self.unlinker.send(paths);
+        }
+    }
+}
+
+impl Writer {
+    /// Segment `seq`, created ahead by the spare thread (normally ready long
+    /// before: it was asked for when the active segment started).
+    fn next_segment(&mut self, seq: u64) -> Result<(File, PathBuf), WalError> {
+        loop {
+            match self.spares.recv() {
+                Ok((s, made)) if s == seq => return made,
+                Ok(_) => continue,
+                // The spare thread is gone (it cannot be while the writer
+                // holds its sender): create the segment here.
+                Err(_) => return open_segment(&self.dir, seq),
+            }
         }
     }
 }
@@ -393,6 +441,25 @@ fn recover(dir: &Path) -> Result<(Vec<WalRecord>, Vec<SegmentInfo>), WalError> {
         }
     }
     seqs.sort_unstable();
+    // Segments after the newest one that holds more than a header were
+    // created ahead and never written (or torn while being created): they
+    // hold nothing, so they go, and the newest segment with records is the
+    // one whose tail may be torn.
+    let written = seqs
+        .iter()
+        .rposition(|&seq| {
+            fs::metadata(segment_path(dir, seq))
+                .map_or(true, |m| m.len() > SEGMENT_HEADER_LEN as u64)
+        })
+        .map_or(1, |i| i + 1);
+    if written < seqs.len() {
+        for &seq in &seqs[written..] {
+            let path = segment_path(dir, seq);
+            fs::remove_file(&path).map_err(|source| WalError::Write { path, source })?;
+        }
+        sync_dir(dir);
+        seqs.truncate(written);
+    }
     let mut records = Vec::new();
     let mut segments = Vec::new();
     for (i, &seq) in seqs.iter().enumerate() {
@@ -635,7 +702,9 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
         append(&wal, vec![record(0, 0, 1), record(0, 1, 1)]).await;
         drop(wal);
-        let seg = segments(dir.path()).pop().unwrap();
+        // The first segment is the active one (a second may have been
+        // created ahead).
+        let seg = segments(dir.path()).swap_remove(0);
         let good_len = fs::metadata(&seg).unwrap().len();
         // A torn write: half of a third record at the end of the newest segment.
         let third = encode_for_test(&[record(0, 2, 1)]);
@@ -690,6 +759,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn segments_created_ahead_do_not_count_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&wal, vec![record(0, 0, 1), record(0, 1, 1)]).await;
+        // The active segment and the one created ahead (header only).
+        eventually(dir.path(), 2).await;
+        drop(wal);
+        let segs = segments(dir.path());
+        let active = &segs[0];
+        assert_eq!(
+            fs::metadata(&segs[1]).unwrap().len(),
+            SEGMENT_HEADER_LEN as u64
+        );
+        let good_len = fs::metadata(active).unwrap().len();
+        // A crash mid-write in the active segment, and one while creating a
+        // further segment ahead (a torn header).
+        let third = encode_for_test(&[record(0, 2, 1)]);
+        let mut f = OpenOptions::new().append(true).open(active).unwrap();
+        f.write_all(&third[..third.len() / 2]).unwrap();
+        drop(f);
+        fs::write(segment_path(dir.path(), 3), &SEGMENT_MAGIC[..3]).unwrap();
+        // The active segment is still the one whose tail may be torn.
+        let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered, vec![record(0, 0, 1), record(0, 1, 1)]);
+        assert_eq!(fs::metadata(active).unwrap().len(), good_len);
+        assert!(
+            !segment_path(dir.path(), 3).exists() || {
+                // Re-created ahead by the reopened log: a complete header.
+                fs::metadata(segment_path(dir.path(), 3)).unwrap().len()
+                    == SEGMENT_HEADER_LEN as u64
+            }
+        );
+        append(&wal, vec![record(0, 2, 1)]).await;
+        drop(wal);
+        let (_wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let bases: Vec<i64> = recovered.iter().map(|r| r.base_offset).collect();
+        assert_eq!(bases, vec![0, 1, 2]);
+    }
+
+    #[tokio::test]
     async fn trim_deletes_only_fully_committed_closed_segments() {
         let dir = tempfile::tempdir().unwrap();
         // Tiny segments: every append rotates.
@@ -698,18 +807,23 @@ mod tests {
         append(&wal, vec![record(1, 0, 1)]).await;
         append(&wal, vec![record(0, 1, 1)]).await;
         // Completions fire before rotation: an empty submission is a barrier.
+        // Three written segments, the active one and the one created ahead.
         append(&wal, vec![]).await;
-        assert_eq!(segments(dir.path()).len(), 4, "{:?}", segments(dir.path()));
+        eventually(dir.path(), 5).await;
         // Partition 0 committed up to 1: only the first segment is covered.
         wal.trim(HashMap::from([(pid(0), 1), (pid(1), 0)]));
         append(&wal, vec![]).await;
-        eventually(dir.path(), 3).await;
+        eventually(dir.path(), 4).await;
         // Partition 1 gone (deleted topic), partition 0 fully committed.
         wal.trim(HashMap::from([(pid(0), 2)]));
         append(&wal, vec![]).await;
-        eventually(dir.path(), 1).await;
+        eventually(dir.path(), 2).await;
         let left = segments(dir.path());
-        assert_eq!(left.len(), 1, "only the active segment remains: {left:?}");
+        assert_eq!(
+            left.len(),
+            2,
+            "only the active segment and the next one remain: {left:?}"
+        );
         drop(wal);
         let (_wal, recovered) = Wal::open(dir.path(), 64).unwrap();
         assert!(recovered.is_empty(), "{recovered:?}");
