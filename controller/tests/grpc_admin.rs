@@ -14,14 +14,14 @@ use floe_controller::grpc::proto::{
     BrokerState, CreateTopicRequest, DeleteTopicRequest, DrainBrokerRequest, MoveProgress,
     MoveProgressRequest, PartitionMove, ReassignRequest, RebalanceRequest, Session,
 };
-use floe_controller::grpc::{ControllerClient, LEADER_ADDRESS_HEADER, REFUSED_HEADER};
-use floe_controller::model::{Command, HandOff, Outcome, PartitionId};
+use floe_controller::grpc::{LEADER_ADDRESS_HEADER, REFUSED_HEADER};
+use floe_controller::model::Command;
 use tonic::Code;
 
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use cluster::{Cluster, WAIT};
+use cluster::{complete_moves, Cluster, WAIT};
 
 fn register(id: i32) -> Command {
     Command::RegisterBroker {
@@ -52,43 +52,6 @@ fn mv(topic: &str, partition: i32, to: i32) -> PartitionMove {
 
 fn everything() -> MoveProgressRequest {
     MoveProgressRequest::default()
-}
-
-/// What broker `from` (incarnation 1) proposes once it has fenced and
-/// flushed the partitions it is asked to move: every partition of
-/// `topic_id` it leads, under their current epochs.
-async fn complete_moves(
-    client: &ControllerClient,
-    from: i32,
-    topic: &str,
-) -> anyhow::Result<(u32, u32)> {
-    let (_, state) = client.read_state().await?;
-    let t = state.topics.get(topic).context("topic")?;
-    let handoffs = t
-        .partitions
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.leader == from && p.target.is_some())
-        .map(|(i, p)| HandOff {
-            partition: PartitionId {
-                topic_id: t.id,
-                partition: i as i32,
-            },
-            leader_epoch: p.leader_epoch,
-            committed_end: p.committed_end,
-        })
-        .collect();
-    let done = client
-        .propose(&Command::CompleteMoves {
-            from,
-            broker_epoch: 1,
-            handoffs,
-        })
-        .await?;
-    match done.answer {
-        Ok(Outcome::MovesCompleted { moved, skipped }) => Ok((moved, skipped)),
-        other => bail!("CompleteMoves answered {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +121,7 @@ async fn typed_calls_answer_what_they_did_and_refuse_with_fitting_codes() -> any
     client.reassign(&[mv("orders", 0, leader0)]).await?;
     ensure!(client.move_progress(&everything()).await?.pending == 0);
     client.reassign(&[mv("orders", 0, other)]).await?;
-    ensure!(complete_moves(&client, leader0, "orders").await? == (1, 0));
+    ensure!(complete_moves(&client, leader0, 1, "orders").await? == (1, 0));
     let progress = client.move_progress(&everything()).await?;
     ensure!(
         progress.pending == 0 && progress.moves.is_empty(),
@@ -187,7 +150,7 @@ async fn typed_calls_answer_what_they_did_and_refuse_with_fitting_codes() -> any
     let b = &progress.brokers[0];
     ensure!(b.state == BrokerState::Draining as i32 && b.outgoing == on_one);
     ensure!(progress.pending == on_one && (on_one == 0) == drained(&progress));
-    ensure!(complete_moves(&client, 1, "orders").await? == (on_one, 0));
+    ensure!(complete_moves(&client, 1, 1, "orders").await? == (on_one, 0));
     let progress = client.move_progress(&one).await?;
     ensure!(progress.pending == 0 && drained(&progress), "{progress:?}");
     // Nothing moves to a draining broker.
@@ -224,7 +187,7 @@ async fn typed_calls_answer_what_they_did_and_refuse_with_fitting_codes() -> any
     ensure!(reply.requested == 2, "{reply:?}");
     let progress = client.move_progress(&everything()).await?;
     ensure!(progress.pending == 2 && progress.moves.iter().all(|m| m.to_broker == 3));
-    ensure!(complete_moves(&client, 2, "orders").await? == (2, 0));
+    ensure!(complete_moves(&client, 2, 1, "orders").await? == (2, 0));
     ensure!(client.rebalance().await?.requested == 0);
 
     // DeleteTopic; a second delete finds nothing.

@@ -12,14 +12,14 @@ use floe_controller::grpc::node::{self, Listeners};
 use floe_controller::grpc::proto::metadata_client::MetadataClient;
 use floe_controller::grpc::proto::raft_peer_client::RaftPeerClient;
 use floe_controller::grpc::proto::{ProposeRequest, RaftPayload};
-use floe_controller::grpc::{Mirror, LEADER_ADDRESS_HEADER};
+use floe_controller::grpc::{ControllerClient, Mirror, LEADER_ADDRESS_HEADER};
 use floe_controller::model::{Command, Outcome};
 use floe_controller::raft::ControllerNode;
 
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use cluster::{config, Cluster, LEASE, LEASE_GRACE, WAIT};
+use cluster::{complete_moves, config, Cluster, LEASE, LEASE_GRACE, WAIT};
 
 fn allocated(c: &Committed) -> anyhow::Result<i64> {
     match &c.answer {
@@ -308,6 +308,26 @@ fn register_broker(id: i32) -> Command {
     }
 }
 
+/// Creates `name` with every partition led by broker `leader`.
+async fn create_topic_on(
+    client: &ControllerClient,
+    name: &str,
+    partitions: i32,
+    leader: i32,
+) -> anyhow::Result<()> {
+    let created = client
+        .propose(&Command::CreateTopic {
+            name: name.to_owned(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            configs: BTreeMap::new(),
+            leader,
+        })
+        .await?;
+    ensure!(created.answer.is_ok(), "{created:?}");
+    Ok(())
+}
+
 fn registered(c: &Committed) -> anyhow::Result<i64> {
     match &c.answer {
         Ok(Outcome::BrokerRegistered { epoch }) => Ok(*epoch),
@@ -325,16 +345,7 @@ async fn a_broker_that_stops_renewing_is_fenced_only_after_its_lease() -> anyhow
     let client = cluster.client();
     let e1 = registered(&client.propose(&register_broker(1)).await?)?;
     let e2 = registered(&client.propose(&register_broker(2)).await?)?;
-    let created = client
-        .propose(&Command::CreateTopic {
-            name: "t".to_owned(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 4,
-            configs: BTreeMap::new(),
-            leader: 1,
-        })
-        .await?;
-    ensure!(created.answer.is_ok(), "{created:?}");
+    create_topic_on(&client, "t", 4, 1).await?;
 
     // Broker 2 renews all along (through a leader change below).
     let stop = Arc::new(AtomicBool::new(false));
@@ -426,7 +437,6 @@ async fn a_broker_that_stops_renewing_is_fenced_only_after_its_lease() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Result<()> {
     use floe_controller::grpc::service::BalancerConfig;
-    use floe_controller::model::{HandOff, PartitionId};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -458,21 +468,12 @@ async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Res
         })
     };
     // All four partitions on broker 1.
-    let created = client
-        .propose(&Command::CreateTopic {
-            name: "t".to_owned(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 4,
-            configs: BTreeMap::new(),
-            leader: 1,
-        })
-        .await?;
-    ensure!(created.answer.is_ok(), "{created:?}");
+    create_topic_on(&client, "t", 4, 1).await?;
 
     // Two of them are asked to move to broker 2, no earlier than the
     // cool-down after the controllers started.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let (requested_at, state) = loop {
+    let requested_at = loop {
         let (_, state) = client.read_state().await?;
         let targets: Vec<Option<i32>> = state.topics["t"]
             .partitions
@@ -485,7 +486,7 @@ async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Res
                     && targets.iter().filter(|t| t.is_none()).count() == 2,
                 "{targets:?}"
             );
-            break (tokio::time::Instant::now(), state);
+            break tokio::time::Instant::now();
         }
         ensure!(
             tokio::time::Instant::now() < deadline,
@@ -500,32 +501,7 @@ async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Res
     );
 
     // Broker 1 hands them off.
-    let topic = &state.topics["t"];
-    let handoffs = topic
-        .partitions
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.target.is_some())
-        .map(|(i, p)| HandOff {
-            partition: PartitionId {
-                topic_id: topic.id,
-                partition: i as i32,
-            },
-            leader_epoch: p.leader_epoch,
-            committed_end: p.committed_end,
-        })
-        .collect();
-    let done = client
-        .propose(&Command::CompleteMoves {
-            from: 1,
-            broker_epoch: epochs[0].1,
-            handoffs,
-        })
-        .await?;
-    ensure!(
-        matches!(done.answer, Ok(Outcome::MovesCompleted { moved: 2, .. })),
-        "{done:?}"
-    );
+    ensure!(complete_moves(&client, 1, epochs[0].1, "t").await? == (2, 0));
 
     // Balanced: two more cool-downs pass and nothing moves.
     tokio::time::sleep(2 * COOLDOWN + Duration::from_millis(300)).await;

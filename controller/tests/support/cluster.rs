@@ -11,6 +11,7 @@ use floe_controller::grpc::client::ClientOptions;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
 use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
 use floe_controller::grpc::ControllerClient;
+use floe_controller::model::{Command, HandOff, Outcome, PartitionId};
 use floe_controller::raft::{ControllerNode, NodeId};
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -154,5 +155,44 @@ impl Cluster {
             out.insert(*id, serde_json::from_slice(&json)?);
         }
         Ok(out)
+    }
+}
+
+/// What broker `from` (incarnation `broker_epoch`) proposes once it has
+/// fenced and flushed the partitions it is asked to move: every partition
+/// of `topic` it leads with a move pending, under their current epochs.
+/// Returns `(moved, skipped)`.
+pub async fn complete_moves(
+    client: &ControllerClient,
+    from: i32,
+    broker_epoch: i64,
+    topic: &str,
+) -> anyhow::Result<(u32, u32)> {
+    let (_, state) = client.read_state().await?;
+    let t = state.topics.get(topic).context("topic")?;
+    let handoffs = t
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.leader == from && p.target.is_some())
+        .map(|(i, p)| HandOff {
+            partition: PartitionId {
+                topic_id: t.id,
+                partition: i as i32,
+            },
+            leader_epoch: p.leader_epoch,
+            committed_end: p.committed_end,
+        })
+        .collect();
+    let done = client
+        .propose(&Command::CompleteMoves {
+            from,
+            broker_epoch,
+            handoffs,
+        })
+        .await?;
+    match done.answer {
+        Ok(Outcome::MovesCompleted { moved, skipped }) => Ok((moved, skipped)),
+        other => bail!("CompleteMoves answered {other:?}"),
     }
 }
