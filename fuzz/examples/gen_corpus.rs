@@ -158,6 +158,19 @@ fn main() {
         &root.join("record_batch/wal_not_last"),
         &[&[6u8][..], &body].concat(),
     );
+    // Bits 0 and 3: the records as one group of a current-format segment.
+    write(
+        &root.join("record_batch/wal2_segment"),
+        &[&[9u8][..], &body].concat(),
+    );
+    write(
+        &root.join("record_batch/wal2_torn_group"),
+        &[&[9u8][..], torn].concat(),
+    );
+    write(
+        &root.join("record_batch/wal2_not_last"),
+        &[&[13u8][..], &body].concat(),
+    );
 }
 
 fn api_key(req: &RequestKind) -> ApiKey {

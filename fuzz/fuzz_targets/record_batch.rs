@@ -6,13 +6,16 @@
 //! - bit 0: fix up checksums first (batch CRCs for the batch functions, WAL
 //!   record CRCs for the segment), so the fuzzer reaches the checks behind them;
 //! - bit 1: prepend a valid segment header;
-//! - bit 2: add a newer (empty) segment, so this one is not the last
-//!   (a torn tail is then corruption, not something to truncate).
+//! - bit 2: add a newer segment holding one (empty) group, so this one is
+//!   not the last (a torn tail is then corruption, not something to truncate);
+//! - bit 3: make it a segment of the current format: the header block, then
+//!   the bytes as one group (bit 0 also fixes the records' CRCs and count),
+//!   then the bytes again as what an earlier use of the file left behind.
 #![no_main]
 
 use bytes::Bytes;
 use floe_broker::protocol::batch;
-use floe_broker::storage::wal::Wal;
+use floe_broker::storage::wal::{segment_for_test, Wal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -40,6 +43,18 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(headers.len(), batch::iter(&buf).count());
     }
 
+    if flags & 8 != 0 {
+        let mut records = data.to_vec();
+        let count = if fix_crcs {
+            fix_wal_crcs(&mut records, 0)
+        } else {
+            0
+        };
+        let mut segment = segment_for_test(1, &[(&records, count)]);
+        segment.extend_from_slice(data);
+        recover(&segment, flags & 4 != 0);
+        return;
+    }
     let mut segment = Vec::with_capacity(data.len() + 16);
     if flags & 2 != 0 {
         segment.extend_from_slice(b"FLOEWAL1");
@@ -47,7 +62,7 @@ fuzz_target!(|input: &[u8]| {
     }
     segment.extend_from_slice(data);
     if fix_crcs {
-        fix_wal_crcs(&mut segment);
+        fix_wal_crcs(&mut segment, 16);
     }
     recover(&segment, flags & 4 != 0);
 });
@@ -65,8 +80,7 @@ fn recover(segment: &[u8], newer: bool) {
     .expect("temp dir");
     std::fs::write(dir.path().join(format!("{:020}.wal", 1)), segment).expect("write segment");
     if newer {
-        let mut empty = b"FLOEWAL1".to_vec();
-        empty.extend_from_slice(&2u64.to_be_bytes());
+        let empty = segment_for_test(2, &[(&[], 0)]);
         std::fs::write(dir.path().join(format!("{:020}.wal", 2)), empty).expect("write segment");
     }
     let first = match Wal::open(dir.path(), 64 << 20) {
@@ -98,17 +112,20 @@ fn fix_batch_crcs(buf: &mut [u8]) {
     }
 }
 
-/// Recompute each WAL record's CRC (len u32, crc u32, body of len bytes).
-fn fix_wal_crcs(seg: &mut [u8]) {
-    let mut at = 16;
+/// Recompute each WAL record's CRC (len u32, crc u32, body of len bytes)
+/// from `at` on; returns how many records it walked.
+fn fix_wal_crcs(seg: &mut [u8], mut at: usize) -> u32 {
+    let mut count = 0;
     while at + 8 <= seg.len() {
         let len = u32::from_be_bytes(seg[at..at + 4].try_into().unwrap()) as usize;
         let end = at + 8 + len;
         if end > seg.len() {
-            return;
+            break;
         }
         let crc = crc32c::crc32c(&seg[at + 8..end]);
         seg[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
         at = end;
+        count += 1;
     }
+    count
 }

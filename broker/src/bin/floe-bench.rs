@@ -12,7 +12,7 @@
 //! 3. `object` mode: the same append measurements.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -210,11 +210,21 @@ struct Report {
     partitions: i32,
     batch_bytes: usize,
     raw_fsync: RawFsync,
+    /// The same writes overwriting a file written out beforehand (no file
+    /// growth, so `fdatasync` needs no journal commit), as the WAL writes
+    /// into reused segments.
+    raw_fsync_overwrite: RawFsync,
     raw_fsync_large: RawFsync,
     /// `--concurrency` writers of `batch_bytes` through a bare group commit
     /// on one file (no engine): the durable-append floor at that load.
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_group_commit: Option<RawFsync>,
+    /// The same, overwriting a file written out beforehand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_group_commit_overwrite: Option<RawFsync>,
+    /// volume ack p99 minus that overwriting group commit's p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_over_overwrite_group_commit_p99_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_probe: Option<AppendResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,11 +285,14 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
     let raw_dir = scratch.to_owned();
     let (bytes, secs) = (args.raw_write_bytes, args.raw_secs);
     let raw_fsync =
-        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs)).await??;
+        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs, false)).await??;
+    let raw_dir = scratch.to_owned();
+    let raw_fsync_overwrite =
+        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs, true)).await??;
     let raw_dir = scratch.to_owned();
     let bytes = args.raw_large_write_bytes;
     let raw_fsync_large =
-        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs)).await??;
+        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs, false)).await??;
     let mut report = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         loadavg_start,
@@ -289,8 +302,11 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         partitions: args.partitions,
         batch_bytes: batch(args.batch_bytes, args.record_bytes).len(),
         raw_fsync,
+        raw_fsync_overwrite,
         raw_fsync_large,
         raw_group_commit: None,
+        raw_group_commit_overwrite: None,
+        volume_over_overwrite_group_commit_p99_us: None,
         volume_probe: None,
         volume: None,
         volume_broker_added_p99_us: None,
@@ -319,11 +335,18 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         let raw_dir = scratch.to_owned();
         let (writers, bytes, secs) = (args.concurrency, report.batch_bytes, args.raw_secs);
         let group = tokio::task::spawn_blocking(move || {
-            measure_group_commit(&raw_dir, writers, bytes, secs)
+            measure_group_commit(&raw_dir, writers, bytes, secs, false)
         })
         .await??;
         let group_p99 = group.latency.p99_us;
         report.raw_group_commit = Some(group);
+        let raw_dir = scratch.to_owned();
+        let group = tokio::task::spawn_blocking(move || {
+            measure_group_commit(&raw_dir, writers, bytes, secs, true)
+        })
+        .await??;
+        let overwrite_p99 = group.latency.p99_us;
+        report.raw_group_commit_overwrite = Some(group);
         eprintln!("volume mode, {} appenders", args.concurrency);
         let dir = scratch.join("volume");
         let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
@@ -333,6 +356,8 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         report.volume_broker_added_p99_us = Some(r.ack.p99_us as i64 - fsync_p99 as i64);
         report.volume_p99_over_fsync_p99 = Some(r.ack.p99_us as f64 / fsync_p99.max(1) as f64);
         report.volume_over_group_commit_p99_us = Some(r.ack.p99_us as i64 - group_p99 as i64);
+        report.volume_over_overwrite_group_commit_p99_us =
+            Some(r.ack.p99_us as i64 - overwrite_p99 as i64);
         report.volume_p99_over_group_commit_p99 =
             Some(r.ack.p99_us as f64 / group_p99.max(1) as f64);
         report.volume = Some(r);
@@ -369,28 +394,82 @@ fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Append-and-fdatasync to one file, as the WAL does with one group.
-fn measure_fsync(dir: &Path, write_bytes: usize, secs: f64) -> anyhow::Result<RawFsync> {
-    let path = dir.join("raw-fsync.bin");
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+/// The bytes an overwriting baseline's file is written out to beforehand
+/// (writes wrap around inside it).
+const OVERWRITE_FILE_BYTES: u64 = 256 << 20;
+
+/// The file a baseline writes durably to: appended to (the file grows, so
+/// each `fdatasync` also commits the new size to the filesystem journal),
+/// or overwritten in place in a file written out beforehand.
+struct RawFile {
+    file: std::fs::File,
+    path: PathBuf,
+    pos: u64,
+    wrap_at: Option<u64>,
+}
+
+impl RawFile {
+    fn create(path: PathBuf, overwrite: bool) -> anyhow::Result<RawFile> {
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        if overwrite {
+            let zeros = vec![0u8; 1 << 20];
+            for i in 0..OVERWRITE_FILE_BYTES / zeros.len() as u64 {
+                file.write_all_at(&zeros, i * zeros.len() as u64)?;
+            }
+            file.sync_all()?;
+        }
+        Ok(RawFile {
+            file,
+            path,
+            pos: 0,
+            wrap_at: overwrite.then_some(OVERWRITE_FILE_BYTES),
+        })
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self
+            .wrap_at
+            .is_some_and(|w| self.pos + buf.len() as u64 > w)
+        {
+            self.pos = 0;
+        }
+        self.file.write_all_at(buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        self.file.sync_data()
+    }
+}
+
+impl Drop for RawFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Write-and-fdatasync to one file, as the WAL does with one group.
+fn measure_fsync(
+    dir: &Path,
+    write_bytes: usize,
+    secs: f64,
+    overwrite: bool,
+) -> anyhow::Result<RawFsync> {
+    let mut f = RawFile::create(dir.join("raw-fsync.bin"), overwrite)?;
     let buf: Vec<u8> = (0..write_bytes).map(|i| (i * 31 % 251) as u8).collect();
     let mut us = Vec::new();
     let start = Instant::now();
     let limit = Duration::from_secs_f64(secs);
     while start.elapsed() < limit || us.len() < 10 {
         let t = Instant::now();
-        f.write_all(&buf)?;
-        f.sync_data()?;
+        f.write_durably(&buf)?;
         us.push(t.elapsed().as_micros() as u64);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let mb_s = (us.len() * write_bytes) as f64 / elapsed / 1e6;
     drop(f);
-    std::fs::remove_file(&path)?;
     Ok(RawFsync {
         write_bytes,
         latency: Latency::from(us),
@@ -409,6 +488,7 @@ fn measure_group_commit(
     writers: usize,
     batch: usize,
     secs: f64,
+    overwrite: bool,
 ) -> anyhow::Result<RawFsync> {
     use std::sync::{Condvar, Mutex};
 
@@ -420,12 +500,7 @@ fn measure_group_commit(
         stop: bool,
         failed: Option<String>,
     }
-    let path = dir.join("raw-group-commit.bin");
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = RawFile::create(dir.join("raw-group-commit.bin"), overwrite)?;
     let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
     let syncer = {
         let shared = shared.clone();
@@ -442,7 +517,7 @@ fn measure_group_commit(
                     }
                     (std::mem::take(&mut q.buf), q.queued)
                 };
-                let done = f.write_all(&buf).and_then(|()| f.sync_data());
+                let done = f.write_durably(&buf);
                 let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
                 match done {
                     Ok(()) => q.durable = upto,
@@ -509,7 +584,6 @@ fn measure_group_commit(
     {
         anyhow::bail!("group commit baseline: {e}");
     }
-    std::fs::remove_file(&path)?;
     let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
     Ok(RawFsync {
         write_bytes: batch,

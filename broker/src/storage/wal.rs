@@ -1,5 +1,5 @@
-//! The `volume`-mode write-ahead log: append-only, checksummed segments in a
-//! local directory, written by one dedicated thread with group commit.
+//! The `volume`-mode write-ahead log: checksummed segments in a local
+//! directory, written by one dedicated thread with group commit.
 //!
 //! Contract: a submission's completion fires only after its bytes are
 //! fsynced (`File::sync_data`), and completions fire in submission order. A
@@ -7,11 +7,16 @@
 //! fails, and the broker must restart and recover (fsync is never retried).
 //! Recovery truncates a torn tail of the newest segment and refuses to start
 //! on corruption anywhere else. Segments whose records are all committed to
-//! object storage are deleted by [`Wal::trim`].
+//! object storage are handed back by [`Wal::trim`]: a few are kept and
+//! reused for later segments (overwriting allocated blocks keeps the
+//! filesystem journal out of each `fdatasync`), the rest are deleted. The
+//! format and the recovery scan are in [`format`].
+
+mod format;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -19,16 +24,15 @@ use std::thread;
 use bytes::{Bytes, BytesMut};
 use floe_controller::model::PartitionId;
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"FLOEWAL1";
-const SEGMENT_HEADER_LEN: usize = 16;
-/// len(4) + crc(4)
-const RECORD_PREFIX: usize = 8;
-/// topic id(16) + partition(4) + base offset(8) + leader epoch(4)
-const RECORD_FIXED: usize = 32;
+use format::{begin_group, encode_record, finish_group, header_block, push_trailer, BLOCK};
+
 /// Group commit stops gathering at this many bytes so one fsync stays bounded.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// Trimmed segments kept for reuse; more are deleted.
+const REUSE_POOL: usize = 2;
+/// The extension of a released segment kept for reuse (recovery ignores it).
+const FREE_EXT: &str = "free";
 
 /// One logged record batch of one partition.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,14 +101,14 @@ enum Request {
         records: Vec<WalRecord>,
         done: oneshot::Sender<Result<(), WalError>>,
     },
-    /// Delete closed segments all of whose records are below these committed ends.
-    /// Partitions missing from the map no longer exist.
+    /// Release closed segments all of whose records are below these
+    /// committed ends. Partitions missing from the map no longer exist.
     Trim {
         committed: HashMap<PartitionId, i64>,
     },
 }
 
-/// What a segment holds, to decide when it can be deleted.
+/// What a segment holds, to decide when it can be released.
 struct SegmentInfo {
     seq: u64,
     path: PathBuf,
@@ -119,62 +123,39 @@ impl Wal {
             path: dir.to_owned(),
             source,
         })?;
-        let (records, mut segments) = recover(dir)?;
+        let (records, mut segments) = format::recover(dir)?;
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
-        let active = open_segment(dir, next_seq)?;
+        let active = create_segment(dir, next_seq)?;
         segments.push(SegmentInfo {
             seq: next_seq,
             path: active.1.clone(),
             max_end: HashMap::new(),
         });
-        let (tx, rx) = mpsc::channel();
-        let (unlinker, unlink_rx) = mpsc::channel::<Vec<PathBuf>>();
-        let unlink_dir = dir.to_owned();
-        thread::Builder::new()
-            .name("floe-wal-trim".into())
-            .spawn(move || {
-                // Ends when the writer (the only sender) is gone.
-                while let Ok(paths) = unlink_rx.recv() {
-                    for path in paths {
-                        if let Err(e) = fs::remove_file(&path) {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot delete trimmed WAL segment");
-                        }
-                    }
-                    sync_dir(&unlink_dir);
-                }
-            })
-            .map_err(|source| WalError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
-        // The next segment is created (header written, file and directory
-        // synced) on a thread of its own while the current one fills, so a
-        // rotation does not stall the group commit behind those fsyncs.
-        let (spare_jobs, spare_rx) = mpsc::channel::<u64>();
+        // Segment files are prepared on a thread of their own while the
+        // active one fills (the next one created, or a released one renamed
+        // and given its new header; file and directory synced), and released
+        // segments beyond the reuse pool are deleted there, so neither ever
+        // stalls a group commit.
+        let (keeper, jobs) = mpsc::channel::<Job>();
         let (spare_tx, spares) = mpsc::channel::<Spare>();
-        let spare_dir = dir.to_owned();
+        let keeper_dir = dir.to_owned();
+        let pool = free_segments(dir);
+        let spawn_err = |source| WalError::Write {
+            path: dir.to_owned(),
+            source,
+        };
         thread::Builder::new()
-            .name("floe-wal-next".into())
-            .spawn(move || {
-                // Ends when the writer (the only sender) is gone.
-                while let Ok(seq) = spare_rx.recv() {
-                    if spare_tx.send((seq, open_segment(&spare_dir, seq))).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|source| WalError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
-        let _ = spare_jobs.send(next_seq + 1);
+            .name("floe-wal-files".into())
+            .spawn(move || keep_files(&keeper_dir, pool, jobs, spare_tx))
+            .map_err(spawn_err)?;
+        let _ = keeper.send(Job::Prepare(next_seq + 1));
+        let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
-            unlinker,
-            spare_jobs,
+            keeper,
             spares,
             dir: dir.to_owned(),
             file: active.0,
-            size: SEGMENT_HEADER_LEN as u64,
+            pos: BLOCK as u64,
             segment_bytes,
             segments,
             poisoned: None,
@@ -182,10 +163,7 @@ impl Wal {
         let thread = thread::Builder::new()
             .name("floe-wal".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| WalError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
+            .map_err(spawn_err)?;
         Ok((
             Wal {
                 tx,
@@ -206,7 +184,7 @@ impl Wal {
         rx
     }
 
-    /// Ask the writer to delete segments that object storage now covers.
+    /// Release segments that object storage now covers.
     pub fn trim(&self, committed: HashMap<PartitionId, i64>) {
         let _ = self.tx.send(Request::Trim { committed });
     }
@@ -223,20 +201,80 @@ impl Drop for Wal {
     }
 }
 
-/// A segment created ahead: its sequence number, and the open file and its
-/// path (or why it could not be created).
+/// A segment prepared ahead: its sequence number, and the open file and its
+/// path (or why it could not be prepared).
 type Spare = (u64, Result<(File, PathBuf), WalError>);
 
+/// Work for the file keeper thread.
+enum Job {
+    /// Prepare segment `seq` (reusing a released file if one is pooled).
+    Prepare(u64),
+    /// Segments whose records are all in object storage, oldest first.
+    Released(Vec<PathBuf>),
+}
+
+/// The file keeper: prepares the next segment and recycles or deletes
+/// released ones. Ends when the writer (the only sender) is gone.
+fn keep_files(
+    dir: &Path,
+    mut pool: Vec<PathBuf>,
+    jobs: mpsc::Receiver<Job>,
+    spares: mpsc::Sender<Spare>,
+) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Prepare(seq) => {
+                let made = match pool.pop() {
+                    Some(old) => reuse_segment(dir, &old, seq).or_else(|e| {
+                        tracing::warn!(error = %e, "cannot reuse a WAL segment; creating a new one");
+                        create_segment(dir, seq)
+                    }),
+                    None => create_segment(dir, seq),
+                };
+                if spares.send((seq, made)).is_err() {
+                    return;
+                }
+            }
+            Job::Released(paths) => {
+                let mut deleted = false;
+                for path in paths {
+                    if pool.len() < REUSE_POOL {
+                        // Out of recovery's sight, kept for reuse. Losing
+                        // this rename in a crash is harmless: recovery
+                        // skips committed records.
+                        let free = path.with_extension(FREE_EXT);
+                        match fs::rename(&path, &free) {
+                            Ok(()) => pool.push(free),
+                            Err(e) => {
+                                tracing::warn!(path = %path.display(), error = %e, "cannot set aside released WAL segment")
+                            }
+                        }
+                        continue;
+                    }
+                    match fs::remove_file(&path) {
+                        Ok(()) => deleted = true,
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot delete released WAL segment")
+                        }
+                    }
+                }
+                if deleted {
+                    sync_dir(dir);
+                }
+            }
+        }
+    }
+}
+
 struct Writer {
-    /// Deletes trimmed segments on a thread of its own.
-    unlinker: mpsc::Sender<Vec<PathBuf>>,
-    /// Asks for the segment after the active one to be created ahead.
-    spare_jobs: mpsc::Sender<u64>,
-    /// Segments created ahead: `(seq, the open file and its path)`.
+    /// Prepares segment files and takes released ones, on its own thread.
+    keeper: mpsc::Sender<Job>,
+    /// Segments prepared ahead.
     spares: mpsc::Receiver<Spare>,
     dir: PathBuf,
     file: File,
-    size: u64,
+    /// Where the next group starts in the active segment (block-aligned).
+    pos: u64,
     segment_bytes: u64,
     segments: Vec<SegmentInfo>,
     /// Why the log is poisoned, once a write, fsync or rotation failed.
@@ -274,11 +312,27 @@ impl Writer {
                 }
                 continue;
             }
+            let count: usize = group.iter().map(|(records, _)| records.len()).sum();
+            if count == 0 {
+                // Only empty submissions (barriers): nothing to make durable.
+                for (_, done) in group {
+                    let _ = done.send(Ok(()));
+                }
+                continue;
+            }
+            let seq = self.segments.last().expect("active segment").seq;
             buf.clear();
+            let start = begin_group(&mut buf);
             for (records, _) in &group {
                 for r in records {
                     encode_record(&mut buf, r);
                 }
+            }
+            finish_group(&mut buf, start, seq, count as u32);
+            // The group that fills the segment closes it in the same write.
+            let closes = self.pos + buf.len() as u64 >= self.segment_bytes;
+            if closes {
+                push_trailer(&mut buf, seq);
             }
             match self.write_durably(&buf) {
                 Ok(()) => {
@@ -292,7 +346,7 @@ impl Writer {
                     for (_, done) in group {
                         let _ = done.send(Ok(()));
                     }
-                    if self.size >= self.segment_bytes {
+                    if closes {
                         if let Err(e) = self.rotate() {
                             tracing::error!(error = %e, "WAL segment rotation failed; poisoning the WAL");
                             self.poisoned = Some(e.to_string());
@@ -316,18 +370,18 @@ impl Writer {
             path: path.clone(),
             source,
         };
-        self.file.write_all(buf).map_err(err)?;
+        self.file.write_all_at(buf, self.pos).map_err(err)?;
         self.file.sync_data().map_err(err)?;
-        self.size += buf.len() as u64;
+        self.pos += buf.len() as u64;
         Ok(())
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let (file, path) = self.next_segment(seq)?;
-        let _ = self.spare_jobs.send(seq + 1);
+        let _ = self.keeper.send(Job::Prepare(seq + 1));
         self.file = file;
-        self.size = SEGMENT_HEADER_LEN as u64;
+        self.pos = BLOCK as u64;
         self.segments.push(SegmentInfo {
             seq,
             path,
@@ -338,8 +392,8 @@ impl Writer {
 
     fn trim(&mut self, committed: &HashMap<PartitionId, i64>) {
         let active = self.segments.len().saturating_sub(1);
-        // Delete oldest-first and stop at the first segment still needed, so
-        // recovery never sees a gap in front of live records.
+        // Release oldest-first and stop at the first segment still needed,
+        // so recovery never sees a gap in front of live records.
         let mut removed = 0;
         for seg in &self.segments[..active] {
             let done = seg
@@ -352,30 +406,45 @@ impl Writer {
             removed += 1;
         }
         if removed > 0 {
-            // Unlinking a large segment takes milliseconds: do it off the
-            // writer thread so it never delays a group commit. Covered
-            // segments hold only committed records, which recovery skips, so
-            // a crash before the unlink is harmless.
+            // Released segments hold only committed records, which recovery
+            // skips, so a crash before they are reused or deleted is harmless.
             let paths = self.segments.drain(..removed).map(|s| s.path).collect();
-            let _ = self.unlinker.send(paths);
+            let _ = self.keeper.send(Job::Released(paths));
         }
     }
-}
 
-impl Writer {
-    /// Segment `seq`, created ahead by the spare thread (normally ready long
+    /// Segment `seq`, prepared ahead by the keeper (normally ready long
     /// before: it was asked for when the active segment started).
     fn next_segment(&mut self, seq: u64) -> Result<(File, PathBuf), WalError> {
         loop {
             match self.spares.recv() {
                 Ok((s, made)) if s == seq => return made,
                 Ok(_) => continue,
-                // The spare thread is gone (it cannot be while the writer
-                // holds its sender): create the segment here.
-                Err(_) => return open_segment(&self.dir, seq),
+                // The keeper is gone (it cannot be while the writer holds
+                // its sender): create the segment here.
+                Err(_) => return create_segment(&self.dir, seq),
             }
         }
     }
+}
+
+/// Released segments set aside for reuse (found again after a restart):
+/// up to [`REUSE_POOL`] of them; any more are deleted.
+fn free_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut free: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == FREE_EXT))
+        .collect();
+    free.sort();
+    for extra in free.split_off(free.len().min(REUSE_POOL)) {
+        if let Err(e) = fs::remove_file(&extra) {
+            tracing::warn!(path = %extra.display(), error = %e, "cannot delete spare WAL segment");
+        }
+    }
+    free
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -383,22 +452,42 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// Create a segment and make its existence durable before anything is acked in it.
-fn open_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
+fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
     let path = segment_path(dir, seq);
     let err = |source| WalError::Write {
         path: path.clone(),
         source,
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .read(true)
+        .write(true)
         .open(&path)
         .map_err(err)?;
-    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
-    header.extend_from_slice(SEGMENT_MAGIC);
-    header.extend_from_slice(&seq.to_be_bytes());
-    file.write_all(&header).map_err(err)?;
+    file.write_all_at(&header_block(seq), 0).map_err(err)?;
     file.sync_all().map_err(err)?;
+    sync_dir(dir);
+    Ok((file, path))
+}
+
+/// Turn a released segment into segment `seq`: rename it, then give it its
+/// new header. Its old groups name the old sequence number, so no scan of
+/// `seq` reads them; a crash in between leaves a file ahead of the newest
+/// written segment, which recovery deletes.
+fn reuse_segment(dir: &Path, old: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
+    let path = segment_path(dir, seq);
+    let err = |source| WalError::Write {
+        path: path.clone(),
+        source,
+    };
+    fs::rename(old, &path).map_err(err)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    file.write_all_at(&header_block(seq), 0).map_err(err)?;
+    file.sync_data().map_err(err)?;
     sync_dir(dir);
     Ok((file, path))
 }
@@ -409,231 +498,26 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn encode_record(out: &mut Vec<u8>, r: &WalRecord) {
-    let len = (RECORD_FIXED + r.batch.len()) as u32;
-    let start = out.len();
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(r.partition.topic_id.as_bytes());
-    out.extend_from_slice(&r.partition.partition.to_be_bytes());
-    out.extend_from_slice(&r.base_offset.to_be_bytes());
-    out.extend_from_slice(&r.leader_epoch.to_be_bytes());
-    out.extend_from_slice(&r.batch);
-    let crc = crc32c::crc32c(&out[start + RECORD_PREFIX..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// Read every segment in order. Returns records and per-segment info.
-fn recover(dir: &Path) -> Result<(Vec<WalRecord>, Vec<SegmentInfo>), WalError> {
-    let mut seqs = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|source| WalError::ReadSegment {
-        path: dir.to_owned(),
-        source,
-    })?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(seq) = name
-            .strip_suffix(".wal")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            seqs.push(seq);
-        }
-    }
-    seqs.sort_unstable();
-    // Segments after the newest one that holds more than a header were
-    // created ahead and never written (or torn while being created): they
-    // hold nothing, so they go, and the newest segment with records is the
-    // one whose tail may be torn.
-    let written = seqs
-        .iter()
-        .rposition(|&seq| {
-            fs::metadata(segment_path(dir, seq))
-                .map_or(true, |m| m.len() > SEGMENT_HEADER_LEN as u64)
-        })
-        .map_or(1, |i| i + 1);
-    if written < seqs.len() {
-        for &seq in &seqs[written..] {
-            let path = segment_path(dir, seq);
-            fs::remove_file(&path).map_err(|source| WalError::Write { path, source })?;
-        }
-        sync_dir(dir);
-        seqs.truncate(written);
-    }
-    let mut records = Vec::new();
-    let mut segments = Vec::new();
-    for (i, &seq) in seqs.iter().enumerate() {
-        let path = segment_path(dir, seq);
-        let is_last = i + 1 == seqs.len();
-        let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(|source| WalError::ReadSegment {
-                path: path.clone(),
-                source,
-            })?;
-        let (recs, valid_len) = scan_segment(&path, &data, is_last)?;
-        if valid_len < SEGMENT_HEADER_LEN {
-            // Crashed while creating the newest segment: nothing in it was
-            // acknowledged. Remove it rather than truncate it, or the next
-            // recovery would find a headerless segment that is no longer the
-            // newest and refuse to start.
-            tracing::warn!(path = %path.display(), file_len = data.len(), "removing WAL segment with a torn header");
-            fs::remove_file(&path).map_err(|source| WalError::Write {
-                path: path.clone(),
-                source,
-            })?;
-            sync_dir(dir);
-            continue;
-        }
-        if valid_len < data.len() {
-            tracing::warn!(path = %path.display(), valid_len, file_len = data.len(), "truncating torn WAL tail");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|source| WalError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-            f.set_len(valid_len as u64)
-                .and_then(|_| f.sync_all())
-                .map_err(|source| WalError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let mut max_end = HashMap::new();
-        for r in &recs {
-            let e = max_end.entry(r.partition).or_insert(0);
-            *e = i64::max(*e, r.end_offset);
-        }
-        segments.push(SegmentInfo { seq, path, max_end });
-        records.extend(recs);
-    }
-    Ok((records, segments))
-}
-
-/// Parse one segment. A bad record in the newest segment that runs to the end
-/// of the file (or is followed only by zeros) is a torn write: everything from
-/// it on was never acknowledged. Anything else is corruption.
-fn scan_segment(
-    path: &Path,
-    data: &[u8],
-    is_last: bool,
-) -> Result<(Vec<WalRecord>, usize), WalError> {
-    let corrupt = |at: usize, reason: String| WalError::Corrupt {
-        path: path.to_owned(),
-        at: at as u64,
-        reason,
-    };
-    if data.len() < SEGMENT_HEADER_LEN {
-        if is_last {
-            // Crashed while creating the segment: nothing in it was acknowledged.
-            return Ok((Vec::new(), 0));
-        }
-        return Err(corrupt(0, "segment header truncated".into()));
-    }
-    if &data[..8] != SEGMENT_MAGIC {
-        return Err(corrupt(0, "bad segment magic".into()));
-    }
-    let data_bytes = Bytes::copy_from_slice(data);
-    let mut at = SEGMENT_HEADER_LEN;
-    let mut out = Vec::new();
-    while at < data.len() {
-        match parse_record(&data_bytes, at) {
-            Ok((rec, next)) => {
-                out.push(rec);
-                at = next;
-            }
-            Err(reason) => {
-                let torn = is_last && (reason.reaches_end || data[at..].iter().all(|&b| b == 0));
-                if torn {
-                    return Ok((out, at));
-                }
-                return Err(corrupt(at, reason.what));
-            }
-        }
-    }
-    Ok((out, at))
-}
-
-struct BadRecord {
-    what: String,
-    /// The record's claimed extent reaches (or passes) the end of the file.
-    reaches_end: bool,
-}
-
-fn parse_record(data: &Bytes, at: usize) -> Result<(WalRecord, usize), BadRecord> {
-    let rest = &data[at..];
-    if rest.len() < RECORD_PREFIX {
-        return Err(BadRecord {
-            what: "record prefix truncated".into(),
-            reaches_end: true,
-        });
-    }
-    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-    let end = RECORD_PREFIX + len;
-    if len < RECORD_FIXED || end > rest.len() {
-        return Err(BadRecord {
-            what: format!("record length {len} does not fit"),
-            reaches_end: end >= rest.len(),
-        });
-    }
-    let stored = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-    let computed = crc32c::crc32c(&rest[RECORD_PREFIX..end]);
-    if stored != computed {
-        return Err(BadRecord {
-            what: format!("record CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"),
-            reaches_end: end == rest.len(),
-        });
-    }
-    let body = &rest[RECORD_PREFIX..end];
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&body[..16]);
-    let partition = i32::from_be_bytes([body[16], body[17], body[18], body[19]]);
-    let mut b8 = [0u8; 8];
-    b8.copy_from_slice(&body[20..28]);
-    let base_offset = i64::from_be_bytes(b8);
-    let leader_epoch = i32::from_be_bytes([body[28], body[29], body[30], body[31]]);
-    let batch = data.slice(at + RECORD_PREFIX + RECORD_FIXED..at + end);
-    let header = crate::protocol::batch::parse_header(&batch).map_err(|e| BadRecord {
-        what: format!("logged batch unreadable: {e}"),
-        reaches_end: false,
-    })?;
-    // The writer only logs validated batches at assigned offsets; anything
-    // else passed the CRC yet is not ours, and must not wrap or run backwards.
-    let end_offset = Some(base_offset)
-        .filter(|&b| b >= 0 && header.last_offset_delta >= 0)
-        .and_then(|b| b.checked_add(header.offset_count()))
-        .ok_or_else(|| BadRecord {
-            what: format!(
-                "logged batch has impossible offsets (base {base_offset}, lastOffsetDelta {})",
-                header.last_offset_delta
-            ),
-            reaches_end: false,
-        })?;
-    Ok((
-        WalRecord {
-            partition: PartitionId {
-                topic_id: Uuid::from_bytes(id),
-                partition,
-            },
-            base_offset,
-            end_offset,
-            leader_epoch,
-            batch,
-        },
-        at + end,
-    ))
-}
-
-/// Encode records exactly as the WAL stores them (for format tests and tools).
+/// Encode records exactly as the WAL stores them inside a group (for format
+/// tests and tools).
 pub fn encode_for_test(records: &[WalRecord]) -> BytesMut {
     let mut v = Vec::new();
     for r in records {
         encode_record(&mut v, r);
     }
     BytesMut::from(&v[..])
+}
+
+/// A `FLOEWAL2` segment `seq` holding one group per `(encoded records,
+/// record count)` (for format tests, tools and fuzzing).
+pub fn segment_for_test(seq: u64, groups: &[(&[u8], u32)]) -> Vec<u8> {
+    let mut out = header_block(seq);
+    for (records, count) in groups {
+        let start = begin_group(&mut out);
+        out.extend_from_slice(records);
+        finish_group(&mut out, start, seq, *count);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! WAL tests: order after reopen, torn tails, corruption, segments created
-//! ahead, trimming.
+//! ahead, trimming, reuse of released segments, the earlier format.
 
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+
+use uuid::Uuid;
+
+use super::format::{GROUP_HEADER, MAGIC_V1, RECORD_PREFIX};
 use super::*;
 use crate::protocol::batch::{patch, tests::make_batch};
 
@@ -59,28 +65,48 @@ async fn appended_records_come_back_in_order_after_reopen() {
     assert_eq!(recovered[5], record(2, 10, 2));
 }
 
+/// One group of segment `seq` holding `records`, as the writer lays it out.
+fn group(seq: u64, records: &[WalRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let start = begin_group(&mut out);
+    for r in records {
+        encode_record(&mut out, r);
+    }
+    finish_group(&mut out, start, seq, records.len() as u32);
+    out
+}
+
 #[tokio::test]
-async fn torn_tail_is_truncated_and_interior_corruption_refused() {
+async fn torn_group_is_truncated_and_corruption_before_a_later_group_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
     append(&wal, vec![record(0, 0, 1), record(0, 1, 1)]).await;
+    append(&wal, vec![record(0, 2, 1)]).await;
     drop(wal);
     // The first segment is the active one (a second may have been
     // created ahead).
     let seg = segments(dir.path()).swap_remove(0);
     let good_len = fs::metadata(&seg).unwrap().len();
-    // A torn write: half of a third record at the end of the newest segment.
-    let third = encode_for_test(&[record(0, 2, 1)]);
+    assert_eq!(good_len, 3 * BLOCK as u64, "header block and two groups");
+    // A torn write: a whole group header whose records did not all reach
+    // the disk, then what an earlier use of the file left behind.
+    let mut torn = group(1, &[record(0, 3, 1)]);
+    torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
+    torn.extend(group(7, &[record(0, 9, 1)]));
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-    f.write_all(&third[..third.len() / 2]).unwrap();
+    f.write_all(&torn).unwrap();
     drop(f);
     let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(recovered.len(), 2);
+    assert_eq!(
+        recovered,
+        vec![record(0, 0, 1), record(0, 1, 1), record(0, 2, 1)]
+    );
     assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
     drop(wal);
-    // Flip a byte inside the first record of what is now an older segment.
+    // Flip a byte inside the first group: the second group was
+    // acknowledged after it, so this is corruption, not a torn write.
     let mut data = fs::read(&seg).unwrap();
-    data[SEGMENT_HEADER_LEN + RECORD_PREFIX + 3] ^= 0xff;
+    data[BLOCK + GROUP_HEADER + RECORD_PREFIX + 3] ^= 0xff;
     fs::write(&seg, &data).unwrap();
     let err = Wal::open(dir.path(), 1 << 20).err().expect("refused");
     let msg = err.to_string();
@@ -89,6 +115,45 @@ async fn torn_tail_is_truncated_and_interior_corruption_refused() {
         msg.contains(&seg.display().to_string()) && msg.contains("CRC"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn an_older_segment_that_ends_without_its_trailer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = header_block(1);
+    first.extend(group(1, &[record(0, 0, 1)]));
+    first.extend(vec![0x5a; BLOCK]);
+    fs::write(segment_path(dir.path(), 1), &first).unwrap();
+    let mut second = header_block(2);
+    second.extend(group(2, &[record(0, 1, 1)]));
+    fs::write(segment_path(dir.path(), 2), &second).unwrap();
+    let msg = Wal::open(dir.path(), 1 << 20)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("without its trailer") && msg.contains("00000000000000000001.wal"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn segments_of_the_earlier_format_are_still_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = MAGIC_V1.to_vec();
+    old.extend_from_slice(&1u64.to_be_bytes());
+    old.extend_from_slice(&encode_for_test(&[record(0, 0, 1), record(1, 0, 2)]));
+    fs::write(segment_path(dir.path(), 1), &old).unwrap();
+    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered, vec![record(0, 0, 1), record(1, 0, 2)]);
+    append(&wal, vec![record(0, 1, 1)]).await;
+    drop(wal);
+    let (_wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(
+        recovered,
+        vec![record(0, 0, 1), record(1, 0, 2), record(0, 1, 1)]
+    );
+    assert_eq!(fs::read(segment_path(dir.path(), 1)).unwrap(), old);
 }
 
 #[tokio::test]
@@ -131,18 +196,15 @@ async fn segments_created_ahead_do_not_count_as_written() {
     drop(wal);
     let segs = segments(dir.path());
     let active = &segs[0];
-    assert_eq!(
-        fs::metadata(&segs[1]).unwrap().len(),
-        SEGMENT_HEADER_LEN as u64
-    );
+    assert_eq!(fs::metadata(&segs[1]).unwrap().len(), BLOCK as u64);
     let good_len = fs::metadata(active).unwrap().len();
     // A crash mid-write in the active segment, and one while creating a
     // further segment ahead (a torn header).
-    let third = encode_for_test(&[record(0, 2, 1)]);
+    let third = group(1, &[record(0, 2, 1)]);
     let mut f = OpenOptions::new().append(true).open(active).unwrap();
-    f.write_all(&third[..third.len() / 2]).unwrap();
+    f.write_all(&third[..GROUP_HEADER + 20]).unwrap();
     drop(f);
-    fs::write(segment_path(dir.path(), 3), &SEGMENT_MAGIC[..3]).unwrap();
+    fs::write(segment_path(dir.path(), 3), &b"FLOEWAL2"[..3]).unwrap();
     // The active segment is still the one whose tail may be torn.
     let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(recovered, vec![record(0, 0, 1), record(0, 1, 1)]);
@@ -150,7 +212,7 @@ async fn segments_created_ahead_do_not_count_as_written() {
     assert!(
         !segment_path(dir.path(), 3).exists() || {
             // Re-created ahead by the reopened log: a complete header.
-            fs::metadata(segment_path(dir.path(), 3)).unwrap().len() == SEGMENT_HEADER_LEN as u64
+            fs::metadata(segment_path(dir.path(), 3)).unwrap().len() == BLOCK as u64
         }
     );
     append(&wal, vec![record(0, 2, 1)]).await;
@@ -189,4 +251,70 @@ async fn trim_deletes_only_fully_committed_closed_segments() {
     drop(wal);
     let (_wal, recovered) = Wal::open(dir.path(), 64).unwrap();
     assert!(recovered.is_empty(), "{recovered:?}");
+}
+
+fn free(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == FREE_EXT)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn released_segments_are_reused_and_their_old_groups_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three one-record groups fill a segment (header block + 3 blocks).
+    let seg_bytes = 4 * BLOCK as u64;
+    let (wal, _) = Wal::open(dir.path(), seg_bytes).unwrap();
+    let rec = |base| record(0, base, 1);
+    for base in 0..3 {
+        append(&wal, vec![rec(base)]).await;
+    }
+    let first = fs::metadata(segment_path(dir.path(), 1)).unwrap().ino();
+    // Segment 1 is covered: released, set aside for reuse.
+    wal.trim(HashMap::from([(pid(0), 3)]));
+    append(&wal, vec![]).await;
+    for _ in 0..200 {
+        if free(dir.path()) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(free(dir.path()), 1);
+    // Fill segments 2 and 3; segment 4 is the released file, reused.
+    for base in 3..9 {
+        append(&wal, vec![rec(base)]).await;
+    }
+    append(&wal, vec![rec(9)]).await;
+    drop(wal);
+    assert_eq!(
+        fs::metadata(segment_path(dir.path(), 4)).unwrap().ino(),
+        first,
+        "segment 4 reuses segment 1's file"
+    );
+    assert_eq!(free(dir.path()), 0);
+    // A file renamed for reuse whose new header never landed (a crash in
+    // between): ahead of the newest segment, holding only an old sequence
+    // number's groups.
+    fs::copy(segment_path(dir.path(), 2), segment_path(dir.path(), 9)).unwrap();
+    let (wal, recovered) = Wal::open(dir.path(), seg_bytes).unwrap();
+    let bases: Vec<i64> = recovered.iter().map(|r| r.base_offset).collect();
+    // Segment 1's records (0..3) are still in segment 4's blocks after the
+    // one group written there; they must not come back.
+    assert_eq!(bases, (3..10).collect::<Vec<_>>());
+    assert!(!segment_path(dir.path(), 9).exists());
+    // Segment 4 ends at its one group now: what follows went with the truncation.
+    assert_eq!(
+        fs::metadata(segment_path(dir.path(), 4)).unwrap().len(),
+        2 * BLOCK as u64
+    );
+    drop(wal);
+    let (_wal, again) = Wal::open(dir.path(), seg_bytes).unwrap();
+    assert_eq!(again, recovered);
 }
