@@ -144,7 +144,7 @@ impl Wal {
             path: dir.to_owned(),
             source,
         };
-        thread::Builder::new()
+        let keeper_thread = thread::Builder::new()
             .name("floe-wal-files".into())
             .spawn(move || keep_files(&keeper_dir, pool, jobs, spare_tx))
             .map_err(spawn_err)?;
@@ -152,6 +152,7 @@ impl Wal {
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
             keeper,
+            keeper_thread: Some(keeper_thread),
             spares,
             dir: dir.to_owned(),
             file: active.0,
@@ -269,6 +270,8 @@ fn keep_files(
 struct Writer {
     /// Prepares segment files and takes released ones, on its own thread.
     keeper: mpsc::Sender<Job>,
+    /// Joined when the writer ends, so no file work outlives the log.
+    keeper_thread: Option<thread::JoinHandle<()>>,
     /// Segments prepared ahead.
     spares: mpsc::Receiver<Spare>,
     dir: PathBuf,
@@ -283,6 +286,15 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        self.serve(rx);
+        // Closing the keeper's channel ends it once its queue is done.
+        drop(std::mem::replace(&mut self.keeper, mpsc::channel().0));
+        if let Some(t) = self.keeper_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn serve(&mut self, rx: mpsc::Receiver<Request>) {
         let mut buf = Vec::with_capacity(1 << 20);
         while let Ok(first) = rx.recv() {
             let mut group = Vec::new();
