@@ -2,7 +2,7 @@
 //! conformance suite, plus what the suite does not cover: reopening from disk
 //! after appends, truncation and purge, and a torn final record.
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use floe_controller::model::Command;
@@ -94,15 +94,17 @@ async fn a_torn_final_record_is_cut_off_and_interior_damage_refuses_to_open() ->
         .await?;
     drop(log);
     let path = dir.path().join("raft-log");
-    let len = std::fs::metadata(&path)?.len();
-    // A crash mid-append: half a record at the end.
+    // The file is zero-filled ahead of its records.
+    let end = records_end(&path)?;
+    assert!(std::fs::metadata(&path)?.len() >= end + (1 << 20));
+    // A crash mid-append: half a record after the last one.
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&path)?
-        .write_all(&[42, 0, 0, 0, 1, 2])?;
+        .write_all_at(&[42, 0, 0, 0, 1, 2], end)?;
     let mut log = reopen(dir.path()).await?;
     assert_eq!(indexes(&mut log).await?, [1, 2, 3]);
-    assert_eq!(std::fs::metadata(&path)?.len(), len);
+    assert_eq!(records_end(&path)?, end, "the torn record is gone");
     drop(log);
 
     // A flipped byte inside the first record, with valid records after it.
@@ -113,6 +115,42 @@ async fn a_torn_final_record_is_cut_off_and_interior_damage_refuses_to_open() ->
         .await
         .expect_err("corruption must refuse to open");
     assert!(err.to_string().contains("corrupt at byte 0"), "{err}");
+    Ok(())
+}
+
+/// Where the records end: the file holds zeros after them.
+fn records_end(path: &Path) -> anyhow::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1))
+}
+
+#[tokio::test]
+async fn truncated_entries_never_come_back_from_the_zero_filled_log() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("raft-log");
+    let mut log = reopen(dir.path()).await?;
+    log.blocking_append((1..=6).map(|i| normal(1, i, register(i as i32))))
+        .await?;
+    let full = records_end(&path)?;
+    log.truncate(log_id(1, 1, 4)).await?;
+    let cut = records_end(&path)?;
+    assert!(cut < full);
+    // Appends go on overwriting zeros after the cut.
+    assert!(std::fs::metadata(&path)?.len() >= cut + (1 << 20));
+    drop(log);
+    let mut log = reopen(dir.path()).await?;
+    assert_eq!(indexes(&mut log).await?, [1, 2, 3]);
+    log.blocking_append([normal(2, 4, register(40))]).await?;
+    drop(log);
+    let mut log = reopen(dir.path()).await?;
+    assert_eq!(indexes(&mut log).await?, [1, 2, 3, 4]);
+    let fourth = log.try_get_log_entries(4..5).await?;
+    assert!(
+        matches!(&fourth[0].payload, EntryPayload::Normal(b) if b.0[0].command == register(40))
+    );
     Ok(())
 }
 

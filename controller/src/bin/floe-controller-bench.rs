@@ -34,15 +34,53 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// A probe file for `n` 4 KiB writes: appended to (each `fdatasync` also
+/// commits the new size to the filesystem journal), or, with `overwrite`,
+/// zero-filled beforehand and overwritten in place, as the Raft log writes.
+struct Probe {
+    file: std::fs::File,
+    next: u64,
+    overwrite: bool,
+}
+
+impl Probe {
+    fn create(path: PathBuf, n: usize, overwrite: bool) -> std::io::Result<Probe> {
+        let mut file = std::fs::File::create(path)?;
+        if overwrite {
+            file.write_all(&vec![0u8; n * 4096])?;
+            file.sync_all()?;
+        }
+        Ok(Probe {
+            file,
+            next: 0,
+            overwrite,
+        })
+    }
+
+    fn write_block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.overwrite {
+            self.file.write_all_at(block, self.next)?;
+            self.next += block.len() as u64;
+        } else {
+            self.file.write_all(block)?;
+        }
+        self.file.sync_data()
+    }
+}
+
 /// Latency of a 4 KiB write + fdatasync in `dir`, `n` times.
-fn fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Duration>> {
-    let mut file = std::fs::File::create(dir.join("fsync-probe"))?;
+fn fsync_baseline(
+    dir: &std::path::Path,
+    n: usize,
+    overwrite: bool,
+) -> std::io::Result<Vec<Duration>> {
+    let mut probe = Probe::create(dir.join(format!("fsync-probe-{overwrite}")), n, overwrite)?;
     let block = vec![7u8; 4096];
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
+        probe.write_block(&block)?;
         out.push(t.elapsed());
     }
     Ok(out)
@@ -53,21 +91,28 @@ fn fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Durati
 /// file at the same instant (one per controller directory), `n` times; the
 /// time until the second finishes is when a majority has its entry durable.
 /// On separate disks (a real deployment) this is one fsync.
-fn quorum_fsync_baseline(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Duration>> {
+fn quorum_fsync_baseline(
+    dir: &std::path::Path,
+    n: usize,
+    overwrite: bool,
+) -> std::io::Result<Vec<Duration>> {
     use std::sync::Barrier;
     let start = Arc::new(Barrier::new(4));
     let end = Arc::new(Barrier::new(4));
     let finished: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
     let mut threads = Vec::new();
     for i in 0..3 {
-        let mut file = std::fs::File::create(dir.join(format!("quorum-fsync-probe-{i}")))?;
+        let mut probe = Probe::create(
+            dir.join(format!("quorum-fsync-probe-{i}-{overwrite}")),
+            n,
+            overwrite,
+        )?;
         let (start, end, finished) = (start.clone(), end.clone(), finished.clone());
         threads.push(std::thread::spawn(move || -> std::io::Result<()> {
             let block = vec![7u8; 4096];
             for _ in 0..n {
                 start.wait();
-                file.write_all(&block)?;
-                file.sync_data()?;
+                probe.write_block(&block)?;
                 finished
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -231,9 +276,13 @@ async fn main() -> anyhow::Result<()> {
     let root: PathBuf =
         std::env::temp_dir().join(format!("floe-controller-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&root)?;
-    let mut fsyncs = fsync_baseline(&root, 1_000)?;
+    let mut fsyncs = fsync_baseline(&root, 1_000, false)?;
     fsyncs.sort_unstable();
-    let mut quorum_fsyncs = quorum_fsync_baseline(&root, 1_000)?;
+    let mut overwrite_fsyncs = fsync_baseline(&root, 1_000, true)?;
+    overwrite_fsyncs.sort_unstable();
+    let mut overwrite_quorum_fsyncs = quorum_fsync_baseline(&root, 1_000, true)?;
+    overwrite_quorum_fsyncs.sort_unstable();
+    let mut quorum_fsyncs = quorum_fsync_baseline(&root, 1_000, false)?;
     quorum_fsyncs.sort_unstable();
 
     let mut listeners = BTreeMap::new();
@@ -330,6 +379,14 @@ async fn main() -> anyhow::Result<()> {
     let quorum_fsync_p50 = percentile(&quorum_fsyncs, 0.5);
     let quorum_fsync_p99 = percentile(&quorum_fsyncs, 0.99);
     let shared_disk_floor_p99 = 2.0 * rtt_p99 + quorum_fsync_p99;
+    // The same floors for writes that overwrite blocks the file already has
+    // (what the Raft log does): the cheapest durable write on this disk.
+    let overwrite_fsync_p50 = percentile(&overwrite_fsyncs, 0.5);
+    let overwrite_fsync_p99 = percentile(&overwrite_fsyncs, 0.99);
+    let overwrite_floor_p99 = 2.0 * rtt_p99 + overwrite_fsync_p99;
+    let overwrite_quorum_fsync_p99 = percentile(&overwrite_quorum_fsyncs, 0.99);
+    let overwrite_shared_floor_p99 = 2.0 * rtt_p99 + overwrite_quorum_fsync_p99;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     println!(
         "{}",
         serde_json::json!({
@@ -345,7 +402,12 @@ async fn main() -> anyhow::Result<()> {
             "commit_p99_over_fsync_plus_network_p99": if floor_p99 > 0.0 { p99 / floor_p99 } else { 0.0 },
             "quorum_fsync_ms_p50": quorum_fsync_p50,
             "quorum_fsync_ms_p99": quorum_fsync_p99,
-            "commit_p99_over_shared_disk_floor_p99": if shared_disk_floor_p99 > 0.0 { p99 / shared_disk_floor_p99 } else { 0.0 },
+            "commit_p99_over_shared_disk_floor_p99": ratio(p99, shared_disk_floor_p99),
+            "overwrite_fsync_ms_p50": overwrite_fsync_p50,
+            "overwrite_fsync_ms_p99": overwrite_fsync_p99,
+            "commit_p99_over_overwrite_fsync_plus_network_p99": ratio(p99, overwrite_floor_p99),
+            "overwrite_quorum_fsync_ms_p99": overwrite_quorum_fsync_p99,
+            "commit_p99_over_overwrite_shared_disk_floor_p99": ratio(p99, overwrite_shared_floor_p99),
             "sequential_commits": sequential,
             "proposers": proposers,
             "commits_per_sec": throughput,
