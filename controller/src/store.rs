@@ -14,7 +14,9 @@
 //! directory; nothing here locks it.
 //!
 //! On disk, in the store's directory:
-//! - `log`: records appended since the last snapshot (framing in `store/log.rs`);
+//! - `log`: records appended since the last snapshot (framing in
+//!   `store/log.rs`), then zeros: records are written over a zero-filled
+//!   region so that each `fdatasync` skips the filesystem journal;
 //! - `snapshot.json`: the state as of its `last_applied`, replaced atomically.
 //!
 //! Recovery loads the snapshot, then applies the log records after its
@@ -27,7 +29,8 @@ pub(crate) mod snapshot;
 mod tests;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -182,9 +185,10 @@ pub struct LocalStore {
 #[derive(Debug)]
 struct Inner {
     state: MetadataState,
-    /// Positioned at `log_len`, where the next record goes.
+    /// Records end at `log_len`; zeros follow up to `log_filled`.
     log: File,
     log_len: u64,
+    log_filled: u64,
     /// The log length at which to try the next snapshot; pushed back after a
     /// failed attempt so that a full disk does not make every command retry.
     next_snapshot_at: u64,
@@ -219,7 +223,7 @@ impl LocalStore {
 
         let mut state = snapshot::load(&dir.join(SNAPSHOT_FILE))?.unwrap_or_default();
         let log_path = dir.join(LOG_FILE);
-        let (log, log_len) = replay(&log_path, &mut state)?;
+        let (log, log_len, log_filled) = replay(&log_path, &mut state)?;
         tracing::info!(
             dir = %dir.display(),
             last_applied = state.last_applied,
@@ -233,6 +237,7 @@ impl LocalStore {
                 state,
                 log,
                 log_len,
+                log_filled,
                 next_snapshot_at: options.snapshot_threshold,
                 poisoned: None,
             }),
@@ -312,9 +317,9 @@ impl LocalStore {
     /// Appends and fsyncs, or poisons the store: the records are already
     /// applied in memory and cannot be taken back.
     fn append(&self, inner: &mut Inner, records: &[u8]) -> Result<(), StoreError> {
-        let written = inner
-            .log
-            .write_all(records)
+        let need = inner.log_len + records.len() as u64;
+        let written = fill_ahead(&inner.log, &mut inner.log_filled, need)
+            .and_then(|()| inner.log.write_all_at(records, inner.log_len))
             .and_then(|()| inner.log.sync_data());
         match written {
             Ok(()) => {
@@ -355,11 +360,12 @@ impl LocalStore {
         )?;
         // Truncation must be durable before the first new record lands at
         // byte 0, or a crash could leave new records spliced onto old ones.
+        inner.log_filled = 0;
         let emptied = inner
             .log
             .set_len(0)
             .and_then(|()| inner.log.sync_all())
-            .and_then(|()| inner.log.seek(SeekFrom::Start(0)).map(drop));
+            .and_then(|()| fill_ahead(&inner.log, &mut inner.log_filled, 0));
         if let Err(source) = emptied {
             let err = StoreError::TruncateLog {
                 path: self.log_path.clone(),
@@ -402,8 +408,8 @@ impl LocalStore {
 }
 
 /// Applies the log at `path` to `state` (opening or creating the log) and
-/// returns the log positioned for appending, with its length.
-fn replay(path: &Path, state: &mut MetadataState) -> Result<(File, u64), StoreError> {
+/// returns the log, the length of its records and how far it is zero-filled.
+fn replay(path: &Path, state: &mut MetadataState) -> Result<(File, u64, u64), StoreError> {
     let read_error = |source| StoreError::ReadLog {
         path: path.to_owned(),
         source,
@@ -468,7 +474,8 @@ fn replay(path: &Path, state: &mut MetadataState) -> Result<(File, u64), StoreEr
     }
 
     let valid_len = valid_len as u64;
-    if valid_len < bytes.len() as u64 {
+    let mut filled = bytes.len() as u64;
+    if !log::only_zeros(&bytes[valid_len as usize..]) {
         tracing::warn!(
             path = %path.display(),
             offset = valid_len,
@@ -482,7 +489,21 @@ fn replay(path: &Path, state: &mut MetadataState) -> Result<(File, u64), StoreEr
         };
         file.set_len(valid_len).map_err(cut_error)?;
         file.sync_all().map_err(cut_error)?;
+        filled = valid_len;
     }
-    file.seek(SeekFrom::Start(valid_len)).map_err(read_error)?;
-    Ok((file, valid_len))
+    fill_ahead(&file, &mut filled, valid_len).map_err(read_error)?;
+    Ok((file, valid_len, filled))
+}
+
+/// Keep zeros after the records up to at least `end` and `ZERO_LOW` beyond:
+/// when short, zero-fill up to `ZERO_AHEAD` past `end` (a size change, so
+/// the file is synced; once every few MiB of log).
+fn fill_ahead(file: &File, filled: &mut u64, end: u64) -> std::io::Result<()> {
+    if *filled >= end + log::ZERO_LOW {
+        return Ok(());
+    }
+    let target = end + log::ZERO_AHEAD;
+    log::fill_zeros(file, *filled, target)?;
+    *filled = target;
+    Ok(())
 }

@@ -40,17 +40,15 @@ use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOErr
 
 use super::files::{blocking, create_dir, invalid, read_json, write_atomic};
 use super::{NodeId, StorageError, TypeConfig};
-use crate::store::log::{frame, frames, next_valid_frame};
+use crate::store::log::{
+    fill_zeros, frame, frames, next_valid_frame, only_zeros, ZERO_AHEAD, ZERO_LOW,
+};
 use crate::store::snapshot::sync_parent;
 
 const LOG_FILE: &str = "raft-log";
 const LOG_TMP_FILE: &str = "raft-log.tmp";
 const VOTE_FILE: &str = "raft-vote.json";
 const PURGED_FILE: &str = "raft-purged.json";
-/// How far past its records the log file is kept zero-filled.
-const ZERO_AHEAD: u64 = 4 << 20;
-/// Fill more once less than this is left.
-const ZERO_LOW: u64 = 1 << 20;
 
 /// The durable Raft log. Cloning shares the store (a clone is the log reader).
 #[derive(Debug, Clone)]
@@ -199,7 +197,7 @@ fn open_blocking(dir: PathBuf) -> std::io::Result<LogStore> {
         }
     }
     let mut filled = bytes.len() as u64;
-    if bytes[valid_len..].iter().any(|&b| b != 0) {
+    if !only_zeros(&bytes[valid_len..]) {
         tracing::warn!(path = %path.display(), offset = valid_len, "cutting a torn, never-flushed record off the Raft log");
         file.set_len(valid_len as u64)
             .and_then(|()| file.sync_all())?;
@@ -238,13 +236,9 @@ impl LogFile {
             return Ok(());
         }
         let target = self.len + need + ZERO_AHEAD;
-        let zeros = vec![0u8; 1 << 20];
-        while self.filled < target {
-            let n = (target - self.filled).min(zeros.len() as u64);
-            self.file.write_all_at(&zeros[..n as usize], self.filled)?;
-            self.filled += n;
-        }
-        self.file.sync_all()
+        fill_zeros(&self.file, self.filled, target)?;
+        self.filled = target;
+        Ok(())
     }
 
     /// Write `records` after the last one and make them durable.
@@ -284,13 +278,8 @@ fn drop_prefix(dir: &Path, log: &mut LogFile, upto: u64) -> std::io::Result<()> 
     let mut out = File::create(&tmp)?;
     out.write_all(tail)?;
     // The zeros ahead come along, so the next append need not wait for them.
-    let zeros = vec![0u8; 1 << 20];
-    let mut filled = tail.len() as u64;
-    while filled < tail.len() as u64 + ZERO_AHEAD {
-        out.write_all(&zeros)?;
-        filled += zeros.len() as u64;
-    }
-    out.sync_all()?;
+    let filled = tail.len() as u64 + ZERO_AHEAD;
+    fill_zeros(&out, tail.len() as u64, filled)?;
     drop(out);
     fs::rename(&tmp, &path)?;
     sync_parent(&path)?;

@@ -5,6 +5,16 @@
 //! [`frames`] returns the checksummed prefix of a log; [`next_valid_frame`]
 //! tells a torn tail (nothing valid follows the first bad byte: an append that
 //! was never acknowledged) from interior corruption (a valid record follows).
+//!
+//! Both logs (this store's and the Raft log) keep their file zero-filled a
+//! few MiB past the last record ([`fill_zeros`]) and write records over the
+//! zeros, so an append's `fdatasync` commits no size change to the
+//! filesystem journal. A zero length never starts a valid record, so the
+//! records end where the zeros begin; zeros after them are not a torn tail
+//! ([`only_zeros`]).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use serde::Deserialize;
 
@@ -12,6 +22,27 @@ use crate::model::Command;
 
 /// Length and checksum, each a little-endian u32.
 pub(crate) const HEADER_LEN: usize = 8;
+/// How far past its records a log file is zero-filled when it is filled.
+pub(crate) const ZERO_AHEAD: u64 = 4 << 20;
+/// A log is filled again once less than this is left after its records.
+pub(crate) const ZERO_LOW: u64 = 1 << 20;
+
+/// Write zeros over `from..to` of `file` and sync it (size included).
+pub(crate) fn fill_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()
+}
+
+/// True if `tail` (what follows the valid records) is zero fill only.
+pub(crate) fn only_zeros(tail: &[u8]) -> bool {
+    tail.iter().all(|&b| b == 0)
+}
 
 /// One decoded log record.
 #[derive(Deserialize)]
@@ -75,7 +106,22 @@ pub(crate) fn frames(log: &[u8]) -> (Vec<Frame<'_>>, usize) {
 /// cannot fit (or are 0), so a checksum is computed almost nowhere, and the
 /// search runs only when a log does not end cleanly.
 pub(crate) fn next_valid_frame(log: &[u8], from: usize) -> Option<usize> {
-    (from..log.len()).find(|&pos| frame_at(log, pos).is_some())
+    let mut pos = from;
+    while pos < log.len() {
+        if frame_at(log, pos).is_some() {
+            return Some(pos);
+        }
+        if log[pos] == 0 {
+            // Skip zero fill at once: no frame starts where its four length
+            // bytes are all zero, so the next candidate is at most three
+            // bytes before the next non-zero byte.
+            let nonzero = pos + log[pos..].iter().position(|&b| b != 0)?;
+            pos = nonzero.saturating_sub(3).max(pos + 1);
+        } else {
+            pos += 1;
+        }
+    }
+    None
 }
 
 /// The payload of the frame at `pos`, if a complete one with a matching
@@ -141,6 +187,24 @@ mod tests {
             bad[at] ^= 0x40;
             assert_eq!(frames(&bad).1, 0);
             assert_eq!(next_valid_frame(&bad, 1), Some(one.len()));
+        }
+    }
+
+    #[test]
+    fn a_record_after_zero_fill_is_found_even_when_its_length_starts_with_zeros() {
+        // Payloads of 256 and 65,536 bytes: little-endian lengths whose
+        // first one or two bytes are zero.
+        for payload_len in [256usize, 1 << 16] {
+            let record = frame(&[&vec![b'x'; payload_len]]).expect("fits");
+            assert_eq!(record[0], 0);
+            for gap in [0usize, 1, 3, 4, 5, 4096] {
+                let mut log = vec![0x11; 7];
+                log.extend(vec![0; gap]);
+                let at = log.len();
+                log.extend(&record);
+                log.extend([0; 64]);
+                assert_eq!(next_valid_frame(&log, 1), Some(at), "gap {gap}");
+            }
         }
     }
 }
