@@ -11,8 +11,10 @@
 //!    every byte comes from object range reads;
 //! 3. `object` mode: the same append measurements.
 
+#[path = "floe-bench/baselines.rs"]
+mod baselines;
+
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use floe_broker::storage::objects::Objects;
 use floe_broker::storage::{Storage, StorageConfig, WalMode};
 use floe_controller::model::{Command, PartitionId};
 use serde::Serialize;
+
+use baselines::{measure_fsync, measure_group_commit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -392,204 +396,6 @@ fn loadavg() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The bytes an overwriting baseline's file is written out to beforehand
-/// (writes wrap around inside it).
-const OVERWRITE_FILE_BYTES: u64 = 256 << 20;
-
-/// The file a baseline writes durably to: appended to (the file grows, so
-/// each `fdatasync` also commits the new size to the filesystem journal),
-/// or overwritten in place in a file written out beforehand.
-struct RawFile {
-    file: std::fs::File,
-    path: PathBuf,
-    pos: u64,
-    wrap_at: Option<u64>,
-}
-
-impl RawFile {
-    fn create(path: PathBuf, overwrite: bool) -> anyhow::Result<RawFile> {
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        if overwrite {
-            let zeros = vec![0u8; 1 << 20];
-            for i in 0..OVERWRITE_FILE_BYTES / zeros.len() as u64 {
-                file.write_all_at(&zeros, i * zeros.len() as u64)?;
-            }
-            file.sync_all()?;
-        }
-        Ok(RawFile {
-            file,
-            path,
-            pos: 0,
-            wrap_at: overwrite.then_some(OVERWRITE_FILE_BYTES),
-        })
-    }
-
-    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self
-            .wrap_at
-            .is_some_and(|w| self.pos + buf.len() as u64 > w)
-        {
-            self.pos = 0;
-        }
-        self.file.write_all_at(buf, self.pos)?;
-        self.pos += buf.len() as u64;
-        self.file.sync_data()
-    }
-}
-
-impl Drop for RawFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Write-and-fdatasync to one file, as the WAL does with one group.
-fn measure_fsync(
-    dir: &Path,
-    write_bytes: usize,
-    secs: f64,
-    overwrite: bool,
-) -> anyhow::Result<RawFsync> {
-    let mut f = RawFile::create(dir.join("raw-fsync.bin"), overwrite)?;
-    let buf: Vec<u8> = (0..write_bytes).map(|i| (i * 31 % 251) as u8).collect();
-    let mut us = Vec::new();
-    let start = Instant::now();
-    let limit = Duration::from_secs_f64(secs);
-    while start.elapsed() < limit || us.len() < 10 {
-        let t = Instant::now();
-        f.write_durably(&buf)?;
-        us.push(t.elapsed().as_micros() as u64);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let mb_s = (us.len() * write_bytes) as f64 / elapsed / 1e6;
-    drop(f);
-    Ok(RawFsync {
-        write_bytes,
-        latency: Latency::from(us),
-        mb_s,
-    })
-}
-
-/// The same load as the `volume` phase with no engine at all: `writers`
-/// threads each append `batch` bytes to one file and wait until it is
-/// durable, through the simplest group commit (one syncer thread takes
-/// everything queued, writes it, `fdatasync`s, wakes the writers it
-/// covered). What a durable append costs on this disk at this concurrency,
-/// queueing included: the floor the engine's own latency is compared with.
-fn measure_group_commit(
-    dir: &Path,
-    writers: usize,
-    batch: usize,
-    secs: f64,
-    overwrite: bool,
-) -> anyhow::Result<RawFsync> {
-    use std::sync::{Condvar, Mutex};
-
-    #[derive(Default)]
-    struct Queue {
-        buf: Vec<u8>,
-        queued: u64,
-        durable: u64,
-        stop: bool,
-        failed: Option<String>,
-    }
-    let mut f = RawFile::create(dir.join("raw-group-commit.bin"), overwrite)?;
-    let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
-    let syncer = {
-        let shared = shared.clone();
-        std::thread::spawn(move || {
-            let (lock, cv) = &*shared;
-            loop {
-                let (buf, upto) = {
-                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    while q.buf.is_empty() && !q.stop {
-                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
-                    if q.buf.is_empty() {
-                        return;
-                    }
-                    (std::mem::take(&mut q.buf), q.queued)
-                };
-                let done = f.write_durably(&buf);
-                let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-                match done {
-                    Ok(()) => q.durable = upto,
-                    Err(e) => {
-                        q.failed = Some(e.to_string());
-                        q.stop = true;
-                    }
-                }
-                cv.notify_all();
-            }
-        })
-    };
-    let block: Vec<u8> = (0..batch).map(|i| (i * 31 % 251) as u8).collect();
-    let limit = Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let threads: Vec<_> = (0..writers)
-        .map(|_| {
-            let (shared, block) = (shared.clone(), block.clone());
-            std::thread::spawn(move || {
-                let (lock, cv) = &*shared;
-                let mut us = Vec::new();
-                while start.elapsed() < limit {
-                    let t = Instant::now();
-                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    if q.stop {
-                        break;
-                    }
-                    q.buf.extend_from_slice(&block);
-                    q.queued += 1;
-                    let mine = q.queued;
-                    cv.notify_all();
-                    while q.durable < mine && !q.stop {
-                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
-                    drop(q);
-                    us.push(t.elapsed().as_micros() as u64);
-                }
-                us
-            })
-        })
-        .collect();
-    let mut us = Vec::new();
-    for t in threads {
-        us.extend(
-            t.join()
-                .map_err(|_| anyhow::anyhow!("a writer thread panicked"))?,
-        );
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    {
-        let (lock, cv) = &*shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        cv.notify_all();
-    }
-    syncer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the syncer thread panicked"))?;
-    if let Some(e) = shared
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .failed
-        .take()
-    {
-        anyhow::bail!("group commit baseline: {e}");
-    }
-    let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
-    Ok(RawFsync {
-        write_bytes: batch,
-        latency: Latency::from(us),
-        mb_s,
-    })
 }
 
 struct Engine {
