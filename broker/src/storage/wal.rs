@@ -125,7 +125,7 @@ impl Wal {
         })?;
         let (records, mut segments) = format::recover(dir)?;
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
-        let active = create_segment(dir, next_seq)?;
+        let active = prepare_segment(dir, next_seq, None)?;
         segments.push(SegmentInfo {
             seq: next_seq,
             path: active.1.clone(),
@@ -226,11 +226,11 @@ fn keep_files(
         match job {
             Job::Prepare(seq) => {
                 let made = match pool.pop() {
-                    Some(old) => reuse_segment(dir, &old, seq).or_else(|e| {
+                    Some(old) => prepare_segment(dir, seq, Some(&old)).or_else(|e| {
                         tracing::warn!(error = %e, "cannot reuse a WAL segment; creating a new one");
-                        create_segment(dir, seq)
+                        prepare_segment(dir, seq, None)
                     }),
-                    None => create_segment(dir, seq),
+                    None => prepare_segment(dir, seq, None),
                 };
                 if spares.send((seq, made)).is_err() {
                     return;
@@ -434,7 +434,7 @@ impl Writer {
                 Ok(_) => continue,
                 // The keeper is gone (it cannot be while the writer holds
                 // its sender): create the segment here.
-                Err(_) => return create_segment(&self.dir, seq),
+                Err(_) => return prepare_segment(&self.dir, seq, None),
             }
         }
     }
@@ -463,43 +463,36 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.wal"))
 }
 
-/// Create a segment and make its existence durable before anything is acked in it.
-fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
+/// Segment `seq`, its existence durable before anything is acked in it: a
+/// new file, or (`reuse`) a released one renamed and given its new header.
+/// A reused file's old groups name its old sequence number, so no scan of
+/// `seq` reads them; a crash between the rename and the new header leaves a
+/// file ahead of the newest written segment, which recovery deletes.
+fn prepare_segment(
+    dir: &Path,
+    seq: u64,
+    reuse: Option<&Path>,
+) -> Result<(File, PathBuf), WalError> {
     let path = segment_path(dir, seq);
     let err = |source| WalError::Write {
         path: path.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    match reuse {
+        Some(old) => fs::rename(old, &path).map_err(err)?,
+        None => {
+            options.create_new(true);
+        }
+    }
+    let file = options.open(&path).map_err(err)?;
     file.write_all_at(&header_block(seq), 0).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    sync_dir(dir);
-    Ok((file, path))
-}
-
-/// Turn a released segment into segment `seq`: rename it, then give it its
-/// new header. Its old groups name the old sequence number, so no scan of
-/// `seq` reads them; a crash in between leaves a file ahead of the newest
-/// written segment, which recovery deletes.
-fn reuse_segment(dir: &Path, old: &Path, seq: u64) -> Result<(File, PathBuf), WalError> {
-    let path = segment_path(dir, seq);
-    let err = |source| WalError::Write {
-        path: path.clone(),
-        source,
-    };
-    fs::rename(old, &path).map_err(err)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
-    file.write_all_at(&header_block(seq), 0).map_err(err)?;
-    file.sync_data().map_err(err)?;
+    if reuse.is_some() {
+        file.sync_data().map_err(err)?;
+    } else {
+        file.sync_all().map_err(err)?;
+    }
     sync_dir(dir);
     Ok((file, path))
 }
