@@ -23,7 +23,7 @@ use bytes::Bytes;
 use floe_controller::model::PartitionId;
 use uuid::Uuid;
 
-use super::{segment_path, sync_dir, SegmentInfo, WalError, WalRecord};
+use super::{segment_path, sync_dir, SegmentInfo, WalError, WalRecord, FREE_EXT};
 
 pub(super) const MAGIC_V1: &[u8; 8] = b"FLOEWAL1";
 pub(super) const MAGIC: &[u8; 8] = b"FLOEWAL2";
@@ -288,13 +288,15 @@ pub(super) fn recover(dir: &Path) -> Result<(Vec<WalRecord>, Vec<SegmentInfo>), 
     }
     // Segments after the newest one holding anything of its own were
     // created (or renamed for reuse) ahead and never written, or torn while
-    // being created: they go, and the newest written segment is the one
-    // whose tail may be torn.
+    // being created: they are set aside for reuse (the pool keeps a few and
+    // deletes the rest), and the newest written segment is the one whose
+    // tail may be torn.
     let newest = segments.iter().rposition(|s| s.4);
     let keep = newest.map_or(0, |i| i + 1);
     if keep < segments.len() {
         for (_, path, ..) in segments.drain(keep..) {
-            fs::remove_file(&path).map_err(|source| WalError::Write { path, source })?;
+            let free = path.with_extension(FREE_EXT);
+            fs::rename(&path, &free).map_err(|source| WalError::Write { path, source })?;
         }
         sync_dir(dir);
     }
