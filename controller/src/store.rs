@@ -317,8 +317,8 @@ impl LocalStore {
     /// Appends and fsyncs, or poisons the store: the records are already
     /// applied in memory and cannot be taken back.
     fn append(&self, inner: &mut Inner, records: &[u8]) -> Result<(), StoreError> {
-        let need = inner.log_len + records.len() as u64;
-        let written = fill_ahead(&inner.log, &mut inner.log_filled, need)
+        let keep = records.len() as u64 + log::ZERO_LOW;
+        let written = log::fill_ahead(&inner.log, &mut inner.log_filled, inner.log_len, keep)
             .and_then(|()| inner.log.write_all_at(records, inner.log_len))
             .and_then(|()| inner.log.sync_data());
         match written {
@@ -365,7 +365,7 @@ impl LocalStore {
             .log
             .set_len(0)
             .and_then(|()| inner.log.sync_all())
-            .and_then(|()| fill_ahead(&inner.log, &mut inner.log_filled, 0));
+            .and_then(|()| log::fill_ahead(&inner.log, &mut inner.log_filled, 0, log::ZERO_LOW));
         if let Err(source) = emptied {
             let err = StoreError::TruncateLog {
                 path: self.log_path.clone(),
@@ -491,19 +491,6 @@ fn replay(path: &Path, state: &mut MetadataState) -> Result<(File, u64, u64), St
         file.sync_all().map_err(cut_error)?;
         filled = valid_len;
     }
-    fill_ahead(&file, &mut filled, valid_len).map_err(read_error)?;
+    log::fill_ahead(&file, &mut filled, valid_len, log::ZERO_LOW).map_err(read_error)?;
     Ok((file, valid_len, filled))
-}
-
-/// Keep zeros after the records up to at least `end` and `ZERO_LOW` beyond:
-/// when short, zero-fill up to `ZERO_AHEAD` past `end` (a size change, so
-/// the file is synced; once every few MiB of log).
-fn fill_ahead(file: &File, filled: &mut u64, end: u64) -> std::io::Result<()> {
-    if *filled >= end + log::ZERO_LOW {
-        return Ok(());
-    }
-    let target = end + log::ZERO_AHEAD;
-    log::fill_zeros(file, *filled, target)?;
-    *filled = target;
-    Ok(())
 }

@@ -41,7 +41,7 @@ use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOErr
 use super::files::{blocking, create_dir, invalid, read_json, write_atomic};
 use super::{NodeId, StorageError, TypeConfig};
 use crate::store::log::{
-    fill_zeros, frame, frames, next_valid_frame, only_zeros, ZERO_AHEAD, ZERO_LOW,
+    fill_ahead, fill_zeros, frame, frames, next_valid_frame, only_zeros, ZERO_AHEAD, ZERO_LOW,
 };
 use crate::store::snapshot::sync_parent;
 
@@ -229,16 +229,9 @@ fn open_blocking(dir: PathBuf) -> std::io::Result<LogStore> {
 }
 
 impl LogFile {
-    /// Make sure zeros follow the records for at least `need` bytes, and
-    /// for `ZERO_AHEAD` more when they do not (a size change, so `fsync`).
+    /// Make sure zeros follow the records for at least `need` bytes.
     fn fill_ahead(&mut self, need: u64) -> std::io::Result<()> {
-        if self.filled >= self.len + need {
-            return Ok(());
-        }
-        let target = self.len + need + ZERO_AHEAD;
-        fill_zeros(&self.file, self.filled, target)?;
-        self.filled = target;
-        Ok(())
+        fill_ahead(&self.file, &mut self.filled, self.len, need)
     }
 
     /// Write `records` after the last one and make them durable.

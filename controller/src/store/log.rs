@@ -39,6 +39,24 @@ pub(crate) fn fill_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()>
     file.sync_all()
 }
 
+/// Make sure zeros follow the records (which end at `end`) for at least
+/// `keep` bytes; when they do not, zero-fill up to `ZERO_AHEAD` past that
+/// (a size change, so the file is synced; once every few MiB of log).
+pub(crate) fn fill_ahead(
+    file: &File,
+    filled: &mut u64,
+    end: u64,
+    keep: u64,
+) -> std::io::Result<()> {
+    if *filled >= end + keep {
+        return Ok(());
+    }
+    let target = end + keep + ZERO_AHEAD;
+    fill_zeros(file, *filled, target)?;
+    *filled = target;
+    Ok(())
+}
+
 /// True if `tail` (what follows the valid records) is zero fill only.
 pub(crate) fn only_zeros(tail: &[u8]) -> bool {
     tail.iter().all(|&b| b == 0)
