@@ -7,7 +7,8 @@
 //! survives a restart from the WAL; `object` mode acknowledges only after a
 //! PUT succeeds; a PUT that landed but reported an error leaves an orphan,
 //! never a duplicate; slow PUTs batch many appends per object; a truncated
-//! GET body is an error, never short data served (or cached) as the log.
+//! GET body is an error, never short data served (or cached) as the log;
+//! a PUT busy building its request leaves the runtime free.
 
 #[path = "support/records.rs"]
 mod records;
@@ -42,6 +43,9 @@ struct Faults {
     ghost_puts: u32,
     /// Delay every PUT by this much.
     put_delay: Duration,
+    /// Block the calling thread this long in every PUT, as building a
+    /// request does (S3 hashes the whole body to sign it).
+    put_busy: Duration,
     /// Return only the first half of this many ranged GET bodies.
     truncate_gets: u32,
     /// PUT attempts seen (data objects only; probes excluded).
@@ -103,6 +107,10 @@ impl ObjectStore for FaultyStore {
                 }
                 (fail, ghost, f.put_delay)
             };
+            let busy = self.faults().put_busy;
+            if !busy.is_zero() {
+                std::thread::sleep(busy);
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -554,4 +562,38 @@ async fn truncated_range_bodies_are_errors_not_short_logs() {
     }
     // Nothing truncated may stay cached: the next reads return the whole log.
     assert_log(&cold, &fx.ids, &expected).await;
+}
+
+/// Building a PUT can be long CPU work on the calling thread (S3 hashes the
+/// whole body to sign it); it must not hold a runtime thread, where the
+/// appends and acks run. On a one-thread runtime, a ticker keeps ticking
+/// through a PUT whose request takes 300 ms of blocking work.
+#[tokio::test(flavor = "current_thread")]
+async fn a_put_busy_building_its_request_leaves_the_runtime_free() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let store = Arc::new(FaultyStore::default());
+    store.faults().put_busy = Duration::from_millis(300);
+    let objects = Objects::new(store.clone(), "");
+    let ticks = Arc::new(AtomicU32::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    objects
+        .put_new("data/busy.floe", Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    ticker.abort();
+    let n = ticks.load(Ordering::Relaxed);
+    assert!(
+        n >= 10,
+        "the runtime ticked {n} times (every 5 ms) during a 300 ms PUT"
+    );
+    let back = objects.get_range("data/busy.floe", 0..3).await.unwrap();
+    assert_eq!(&back[..], b"abc");
 }

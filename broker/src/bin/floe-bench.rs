@@ -5,7 +5,10 @@
 //! 1. raw write + `fdatasync` of `--raw-write-bytes` (the floor any durable
 //!    append pays) and of `--raw-large-write-bytes` (the disk's durable
 //!    bandwidth with large groups);
-//! 2. `volume` mode: concurrent appenders, ack latency, PUTs per GB; then
+//! 2. `volume` mode: one appender (latency without queueing); appends at a
+//!    fixed offered load (`--rate-mb-s`, latency at that load); concurrent
+//!    appenders each waiting for its ack (throughput at saturation), ack
+//!    latency, PUTs per GB; then
 //!    tail reads of just-appended data, then catch-up reads of everything
 //!    through a freshly opened engine with no hot tail and a cold cache, so
 //!    every byte comes from object range reads;
@@ -28,7 +31,7 @@ use floe_broker::storage::{Storage, StorageConfig, WalMode};
 use floe_controller::model::{Command, PartitionId};
 use serde::Serialize;
 
-use baselines::{measure_fsync, measure_group_commit};
+use baselines::{measure_fsync, measure_group_commit, measure_paced_group_commit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +86,11 @@ struct Args {
     /// Seconds of raw write + fdatasync (each size).
     #[arg(long, env = "FLOE_BENCH_RAW_SECS", default_value_t = 3.0)]
     raw_secs: f64,
+    /// Offered load of the paced `volume` phase in MB/s: appends issued on a
+    /// fixed schedule, not waiting for acks (latency at a given load, as
+    /// produce benchmarks measure it); 0 skips.
+    #[arg(long, env = "FLOE_BENCH_RATE_MB_S", default_value_t = 250.0)]
+    rate_mb_s: f64,
     /// Seconds of single-appender `volume` appends (latency without queueing); 0 skips.
     #[arg(long, env = "FLOE_BENCH_PROBE_SECS", default_value_t = 3.0)]
     probe_secs: f64,
@@ -140,12 +148,20 @@ impl Args {
             "--duration-secs and --max-gb must be positive"
         );
         anyhow::ensure!(
+            self.rate_mb_s >= 0.0 && self.rate_mb_s.is_finite(),
+            "--rate-mb-s must be 0 (skip) or positive"
+        );
+        anyhow::ensure!(
             self.raw_write_bytes > 0,
             "--raw-write-bytes must be positive"
         );
         Ok(())
     }
 }
+
+/// The most appends the paced phase keeps in flight; reaching it shows up
+/// as schedule lag.
+const PACED_MAX_IN_FLIGHT: usize = 4096;
 
 #[derive(Debug, Default, Serialize)]
 struct Latency {
@@ -195,6 +211,18 @@ struct AppendResult {
 }
 
 #[derive(Debug, Serialize)]
+struct PacedResult {
+    /// The offered load.
+    target_mb_s: f64,
+    /// How far the issuer fell behind its schedule at worst (timer
+    /// granularity, or the in-flight cap reached).
+    max_schedule_lag_us: u64,
+    /// `concurrency` is the most appends in flight at once.
+    #[serde(flatten)]
+    result: AppendResult,
+}
+
+#[derive(Debug, Serialize)]
 struct ReadResult {
     seconds: f64,
     bytes: u64,
@@ -231,6 +259,22 @@ struct Report {
     volume_over_overwrite_group_commit_p99_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume_probe: Option<AppendResult>,
+    /// The bare group commit at `--rate-mb-s` offered load, appending and
+    /// overwriting: the paced phase's floor, measured the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paced_group_commit: Option<RawFsync>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paced_group_commit_overwrite: Option<RawFsync>,
+    /// `volume` mode at `--rate-mb-s` offered load; its ack p99 minus the
+    /// raw fdatasync p99 and minus the two paced group commits' p99s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_paced: Option<PacedResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paced_broker_added_p99_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paced_over_group_commit_p99_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paced_over_overwrite_group_commit_p99_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume: Option<AppendResult>,
     /// volume ack p99 minus raw fdatasync p99 (same run), and their ratio.
@@ -312,6 +356,12 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         raw_group_commit_overwrite: None,
         volume_over_overwrite_group_commit_p99_us: None,
         volume_probe: None,
+        paced_group_commit: None,
+        paced_group_commit_overwrite: None,
+        volume_paced: None,
+        paced_broker_added_p99_us: None,
+        paced_over_group_commit_p99_us: None,
+        paced_over_overwrite_group_commit_p99_us: None,
         volume: None,
         volume_broker_added_p99_us: None,
         volume_p99_over_fsync_p99: None,
@@ -331,6 +381,38 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
             report.probe_broker_added_p99_us = Some(r.ack.p99_us as i64 - fsync_p99 as i64);
             report.volume_probe = Some(r);
             engine.close().await;
+        }
+        if args.rate_mb_s > 0.0 {
+            let (rate, bytes, secs) = (args.rate_mb_s, report.batch_bytes, args.raw_secs);
+            eprintln!("bare group commit at {rate} MB/s, {secs} s");
+            let mut floors = Vec::new();
+            for overwrite in [false, true] {
+                let raw_dir = scratch.to_owned();
+                let floor = tokio::task::spawn_blocking(move || {
+                    measure_paced_group_commit(&raw_dir, bytes, rate, secs, overwrite)
+                })
+                .await??;
+                floors.push(floor.latency.p99_us as i64);
+                if overwrite {
+                    report.paced_group_commit_overwrite = Some(floor);
+                } else {
+                    report.paced_group_commit = Some(floor);
+                }
+            }
+            eprintln!("volume mode at {rate} MB/s, {} s", args.duration_secs);
+            let dir = scratch.join("paced");
+            let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
+            let r = engine
+                .paced_phase(args, args.rate_mb_s, args.duration_secs)
+                .await?;
+            let p99 = r.result.ack.p99_us as i64;
+            report.paced_broker_added_p99_us = Some(p99 - fsync_p99 as i64);
+            report.paced_over_group_commit_p99_us = Some(p99 - floors[0]);
+            report.paced_over_overwrite_group_commit_p99_us = Some(p99 - floors[1]);
+            report.volume_paced = Some(r);
+            engine.close().await;
+            // Its WAL and objects are not read again; give the disk back.
+            std::fs::remove_dir_all(&dir)?;
         }
         eprintln!(
             "bare group commit, {} writers, {} s",
@@ -522,6 +604,80 @@ impl Engine {
             puts,
             put_mb: put_bytes as f64 / 1e6,
             puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
+        })
+    }
+
+    /// Appends of `--batch-bytes` issued every `batch / rate` seconds, round
+    /// robin over the partitions, each in its own task, for `secs` (or
+    /// `--max-gb`). The issuer never waits for acks (up to
+    /// [`PACED_MAX_IN_FLIGHT`]), so a slow engine cannot slow the schedule
+    /// down and hide its own latency; each latency counts from the moment
+    /// its append was issued. The timer ticks every millisecond, so appends
+    /// leave in bursts of about a millisecond's worth.
+    async fn paced_phase(
+        &self,
+        args: &Args,
+        rate_mb_s: f64,
+        secs: f64,
+    ) -> anyhow::Result<PacedResult> {
+        let records = batch(args.batch_bytes, args.record_bytes);
+        let interval = records.len() as f64 / (rate_mb_s * 1e6);
+        let max_appends = (args.max_gb * 1e9 / records.len() as f64).ceil().max(1.0) as u64;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(PACED_MAX_IN_FLIGHT));
+        let puts_before = self.objects.stats.puts.load(Ordering::Relaxed);
+        let put_bytes_before = self.objects.stats.put_bytes.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(secs);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut us = Vec::new();
+        let (mut issued, mut max_lag, mut peak) = (0u64, Duration::ZERO, 0usize);
+        while issued < max_appends {
+            let due = start + Duration::from_secs_f64(issued as f64 * interval);
+            if due >= deadline {
+                break;
+            }
+            if Instant::now() < due {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let permit = in_flight.clone().acquire_owned().await?;
+            max_lag = max_lag.max(Instant::now().saturating_duration_since(due));
+            peak = peak.max(PACED_MAX_IN_FLIGHT - in_flight.available_permits());
+            let storage = self.storage.clone();
+            let id = self.partitions[issued as usize % self.partitions.len()];
+            let records = records.clone();
+            tasks.spawn(async move {
+                let t = Instant::now();
+                storage.append(id, &records).await?;
+                drop(permit);
+                anyhow::Ok(t.elapsed().as_micros() as u64)
+            });
+            issued += 1;
+            // Reap finished appends as we go, so errors surface early.
+            while let Some(done) = tasks.try_join_next() {
+                us.push(done??);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            us.push(done??);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let bytes = issued * records.len() as u64;
+        self.storage.flush().await;
+        let puts = self.objects.stats.puts.load(Ordering::Relaxed) - puts_before;
+        let put_bytes = self.objects.stats.put_bytes.load(Ordering::Relaxed) - put_bytes_before;
+        Ok(PacedResult {
+            target_mb_s: rate_mb_s,
+            max_schedule_lag_us: max_lag.as_micros() as u64,
+            result: AppendResult {
+                concurrency: peak,
+                seconds,
+                bytes,
+                append_mb_s: bytes as f64 / seconds / 1e6,
+                ack: Latency::from(us),
+                puts,
+                put_mb: put_bytes as f64 / 1e6,
+                puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
+            },
         })
     }
 

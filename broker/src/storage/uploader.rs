@@ -211,6 +211,7 @@ async fn round(s: &Storage) -> Result<bool, String> {
         live_entries: entries.len() as u64,
     };
     let put_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t_commit = std::time::Instant::now();
     let index = s.index.clone();
     let committed = tokio::task::spawn_blocking(move || index.commit(meta, entries))
         .await
@@ -226,6 +227,7 @@ async fn round(s: &Storage) -> Result<bool, String> {
         }
         Err(CommitError::Failed(e)) => return Err(format!("index commit of {key} failed: {e}")),
     }
+    let commit_ms = t_commit.elapsed().as_secs_f64() * 1e3;
     let mut uploaded = 0;
     for part in parts {
         let mut st = part.partition.lock();
@@ -256,6 +258,7 @@ async fn round(s: &Storage) -> Result<bool, String> {
         size,
         partitions = entries_len,
         put_ms = format_args!("{put_ms:.1}"),
+        commit_ms = format_args!("{commit_ms:.2}"),
         total_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
         "uploaded object"
     );

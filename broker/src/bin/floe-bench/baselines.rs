@@ -94,6 +94,74 @@ pub(crate) fn measure_fsync(
     })
 }
 
+#[derive(Default)]
+struct Queue {
+    buf: Vec<u8>,
+    queued: u64,
+    durable: u64,
+    stop: bool,
+    failed: Option<String>,
+    /// When each queued write was issued, for writers that do not wait
+    /// (the paced baseline); the syncer turns them into latencies.
+    issued: Vec<Instant>,
+    us: Vec<u64>,
+}
+
+type Shared = Arc<(std::sync::Mutex<Queue>, std::sync::Condvar)>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    shared.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The simplest group commit: one thread takes everything queued, writes
+/// it, `fdatasync`s, and marks it durable.
+fn spawn_syncer(mut f: RawFile, shared: Shared) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || loop {
+        let (buf, upto, issued) = {
+            let mut q = lock(&shared);
+            while q.buf.is_empty() && !q.stop {
+                q = shared.1.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.buf.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut q.buf),
+                q.queued,
+                std::mem::take(&mut q.issued),
+            )
+        };
+        let done = f.write_durably(&buf);
+        let mut q = lock(&shared);
+        match done {
+            Ok(()) => {
+                q.durable = upto;
+                q.us.extend(issued.iter().map(|t| t.elapsed().as_micros() as u64));
+            }
+            Err(e) => {
+                q.failed = Some(e.to_string());
+                q.stop = true;
+            }
+        }
+        shared.1.notify_all();
+    })
+}
+
+/// Let the syncer write what is queued, stop it, and return the latencies
+/// it recorded.
+fn stop_syncer(shared: &Shared, syncer: std::thread::JoinHandle<()>) -> anyhow::Result<Vec<u64>> {
+    lock(shared).stop = true;
+    shared.1.notify_all();
+    syncer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the syncer thread panicked"))?;
+    let mut q = lock(shared);
+    if let Some(e) = q.failed.take() {
+        anyhow::bail!("group commit baseline: {e}");
+    }
+    Ok(std::mem::take(&mut q.us))
+}
+
 /// The same load as the `volume` phase with no engine at all: `writers`
 /// threads each append `batch` bytes to one file and wait until it is
 /// durable, through the simplest group commit (one syncer thread takes
@@ -107,46 +175,9 @@ pub(crate) fn measure_group_commit(
     secs: f64,
     overwrite: bool,
 ) -> anyhow::Result<RawFsync> {
-    use std::sync::{Condvar, Mutex};
-
-    #[derive(Default)]
-    struct Queue {
-        buf: Vec<u8>,
-        queued: u64,
-        durable: u64,
-        stop: bool,
-        failed: Option<String>,
-    }
-    let mut f = RawFile::create(dir.join("raw-group-commit.bin"), overwrite)?;
-    let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
-    let syncer = {
-        let shared = shared.clone();
-        std::thread::spawn(move || {
-            let (lock, cv) = &*shared;
-            loop {
-                let (buf, upto) = {
-                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    while q.buf.is_empty() && !q.stop {
-                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
-                    if q.buf.is_empty() {
-                        return;
-                    }
-                    (std::mem::take(&mut q.buf), q.queued)
-                };
-                let done = f.write_durably(&buf);
-                let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-                match done {
-                    Ok(()) => q.durable = upto,
-                    Err(e) => {
-                        q.failed = Some(e.to_string());
-                        q.stop = true;
-                    }
-                }
-                cv.notify_all();
-            }
-        })
-    };
+    let f = RawFile::create(dir.join("raw-group-commit.bin"), overwrite)?;
+    let shared: Shared = Arc::default();
+    let syncer = spawn_syncer(f, shared.clone());
     let block: Vec<u8> = (0..batch).map(|i| (i * 31 % 251) as u8).collect();
     let limit = Duration::from_secs_f64(secs);
     let start = Instant::now();
@@ -154,20 +185,19 @@ pub(crate) fn measure_group_commit(
         .map(|_| {
             let (shared, block) = (shared.clone(), block.clone());
             std::thread::spawn(move || {
-                let (lock, cv) = &*shared;
                 let mut us = Vec::new();
                 while start.elapsed() < limit {
                     let t = Instant::now();
-                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut q = lock(&shared);
                     if q.stop {
                         break;
                     }
                     q.buf.extend_from_slice(&block);
                     q.queued += 1;
                     let mine = q.queued;
-                    cv.notify_all();
+                    shared.1.notify_all();
                     while q.durable < mine && !q.stop {
-                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                        q = shared.1.wait(q).unwrap_or_else(|p| p.into_inner());
                     }
                     drop(q);
                     us.push(t.elapsed().as_micros() as u64);
@@ -184,23 +214,63 @@ pub(crate) fn measure_group_commit(
         );
     }
     let elapsed = start.elapsed().as_secs_f64();
-    {
-        let (lock, cv) = &*shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        cv.notify_all();
+    stop_syncer(&shared, syncer)?;
+    let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
+    Ok(RawFsync {
+        write_bytes: batch,
+        latency: Latency::from(us),
+        mb_s,
+    })
+}
+
+/// The paced phase's load with no engine: writes of `batch` bytes issued
+/// on the same schedule (`rate_mb_s`, released once a millisecond, as the
+/// engine phase's timer releases its appends), never waiting for the disk,
+/// through the same bare group commit. Each latency runs from issue to
+/// durable. A closed-loop baseline cannot stand in here: a writer that
+/// waits records one slow sample for a millisecond-long stall of the
+/// machine, where a schedule records every write issued during it.
+pub(crate) fn measure_paced_group_commit(
+    dir: &Path,
+    batch: usize,
+    rate_mb_s: f64,
+    secs: f64,
+    overwrite: bool,
+) -> anyhow::Result<RawFsync> {
+    let f = RawFile::create(dir.join("raw-paced-group-commit.bin"), overwrite)?;
+    let shared: Shared = Arc::default();
+    let syncer = spawn_syncer(f, shared.clone());
+    let block: Vec<u8> = (0..batch).map(|i| (i * 31 % 251) as u8).collect();
+    let interval = batch as f64 / (rate_mb_s * 1e6);
+    let limit = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let (mut issued, mut tick) = (0u64, 0u32);
+    loop {
+        let now = Instant::now();
+        let elapsed = now - start;
+        if elapsed >= limit {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() / interval) as u64 + 1;
+        if due > issued {
+            let mut q = lock(&shared);
+            if q.stop {
+                break;
+            }
+            for _ in issued..due {
+                q.buf.extend_from_slice(&block);
+                q.issued.push(now);
+            }
+            q.queued += due - issued;
+            issued = due;
+            shared.1.notify_all();
+        }
+        tick += 1;
+        let next = start + Duration::from_millis(u64::from(tick));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    syncer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the syncer thread panicked"))?;
-    if let Some(e) = shared
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .failed
-        .take()
-    {
-        anyhow::bail!("group commit baseline: {e}");
-    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let us = stop_syncer(&shared, syncer)?;
     let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
     Ok(RawFsync {
         write_bytes: batch,
