@@ -198,6 +198,17 @@ struct RawFsync {
     mb_s: f64,
 }
 
+impl RawFsync {
+    /// `us`: one latency per write of `write_bytes`, over `secs` seconds.
+    fn new(write_bytes: usize, us: Vec<u64>, secs: f64) -> RawFsync {
+        RawFsync {
+            write_bytes,
+            mb_s: (us.len() * write_bytes) as f64 / secs / 1e6,
+            latency: Latency::from(us),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct AppendResult {
     concurrency: usize,
@@ -332,11 +343,8 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
     eprintln!("raw write+fdatasync baseline in {}", scratch.display());
     let raw_dir = scratch.to_owned();
     let (bytes, secs) = (args.raw_write_bytes, args.raw_secs);
-    let raw_fsync =
-        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs, false)).await??;
-    let raw_dir = scratch.to_owned();
-    let raw_fsync_overwrite =
-        tokio::task::spawn_blocking(move || measure_fsync(&raw_dir, bytes, secs, true)).await??;
+    let (raw_fsync, raw_fsync_overwrite) =
+        both_ways(move |overwrite| measure_fsync(&raw_dir, bytes, secs, overwrite)).await?;
     let raw_dir = scratch.to_owned();
     let bytes = args.raw_large_write_bytes;
     let raw_fsync_large =
@@ -385,20 +393,14 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         if args.rate_mb_s > 0.0 {
             let (rate, bytes, secs) = (args.rate_mb_s, report.batch_bytes, args.raw_secs);
             eprintln!("bare group commit at {rate} MB/s, {secs} s");
-            let mut floors = Vec::new();
-            for overwrite in [false, true] {
-                let raw_dir = scratch.to_owned();
-                let floor = tokio::task::spawn_blocking(move || {
-                    measure_paced_group_commit(&raw_dir, bytes, rate, secs, overwrite)
-                })
-                .await??;
-                floors.push(floor.latency.p99_us as i64);
-                if overwrite {
-                    report.paced_group_commit_overwrite = Some(floor);
-                } else {
-                    report.paced_group_commit = Some(floor);
-                }
-            }
+            let raw_dir = scratch.to_owned();
+            let (appending, overwriting) = both_ways(move |overwrite| {
+                measure_paced_group_commit(&raw_dir, bytes, rate, secs, overwrite)
+            })
+            .await?;
+            let floors = [appending.latency.p99_us, overwriting.latency.p99_us].map(|us| us as i64);
+            report.paced_group_commit = Some(appending);
+            report.paced_group_commit_overwrite = Some(overwriting);
             eprintln!("volume mode at {rate} MB/s, {} s", args.duration_secs);
             let dir = scratch.join("paced");
             let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
@@ -420,19 +422,13 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         );
         let raw_dir = scratch.to_owned();
         let (writers, bytes, secs) = (args.concurrency, report.batch_bytes, args.raw_secs);
-        let group = tokio::task::spawn_blocking(move || {
-            measure_group_commit(&raw_dir, writers, bytes, secs, false)
+        let (group, overwriting) = both_ways(move |overwrite| {
+            measure_group_commit(&raw_dir, writers, bytes, secs, overwrite)
         })
-        .await??;
-        let group_p99 = group.latency.p99_us;
+        .await?;
+        let (group_p99, overwrite_p99) = (group.latency.p99_us, overwriting.latency.p99_us);
         report.raw_group_commit = Some(group);
-        let raw_dir = scratch.to_owned();
-        let group = tokio::task::spawn_blocking(move || {
-            measure_group_commit(&raw_dir, writers, bytes, secs, true)
-        })
-        .await??;
-        let overwrite_p99 = group.latency.p99_us;
-        report.raw_group_commit_overwrite = Some(group);
+        report.raw_group_commit_overwrite = Some(overwriting);
         eprintln!("volume mode, {} appenders", args.concurrency);
         let dir = scratch.join("volume");
         let engine = Engine::open(args, &dir, WalMode::Volume, None).await?;
@@ -470,6 +466,19 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
     }
     report.loadavg_end = loadavg();
     Ok(report)
+}
+
+/// A disk baseline measured twice on a blocking thread: appending to a new
+/// file, then overwriting one written out beforehand.
+async fn both_ways<F>(measure: F) -> anyhow::Result<(RawFsync, RawFsync)>
+where
+    F: Fn(bool) -> anyhow::Result<RawFsync> + Send + Sync + 'static,
+{
+    let measure = Arc::new(measure);
+    let m = measure.clone();
+    let appending = tokio::task::spawn_blocking(move || m(false)).await??;
+    let overwriting = tokio::task::spawn_blocking(move || measure(true)).await??;
+    Ok((appending, overwriting))
 }
 
 /// The 1-minute load average (0 where /proc is missing).

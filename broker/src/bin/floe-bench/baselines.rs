@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{Latency, RawFsync};
+use super::RawFsync;
 
 /// The bytes an overwriting baseline's file is written out to beforehand
 /// (writes wrap around inside it).
@@ -85,13 +85,8 @@ pub(crate) fn measure_fsync(
         us.push(t.elapsed().as_micros() as u64);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let mb_s = (us.len() * write_bytes) as f64 / elapsed / 1e6;
     drop(f);
-    Ok(RawFsync {
-        write_bytes,
-        latency: Latency::from(us),
-        mb_s,
-    })
+    Ok(RawFsync::new(write_bytes, us, elapsed))
 }
 
 #[derive(Default)]
@@ -215,12 +210,7 @@ pub(crate) fn measure_group_commit(
     }
     let elapsed = start.elapsed().as_secs_f64();
     stop_syncer(&shared, syncer)?;
-    let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
-    Ok(RawFsync {
-        write_bytes: batch,
-        latency: Latency::from(us),
-        mb_s,
-    })
+    Ok(RawFsync::new(batch, us, elapsed))
 }
 
 /// The paced phase's load with no engine: writes of `batch` bytes issued
@@ -271,10 +261,5 @@ pub(crate) fn measure_paced_group_commit(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let us = stop_syncer(&shared, syncer)?;
-    let mb_s = (us.len() * batch) as f64 / elapsed / 1e6;
-    Ok(RawFsync {
-        write_bytes: batch,
-        latency: Latency::from(us),
-        mb_s,
-    })
+    Ok(RawFsync::new(batch, us, elapsed))
 }
