@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use apply::{
-    apply, rebalance_plan, ApplyError, Outcome, MAX_PARTITIONS, MAX_PRODUCER_ID_BLOCK,
+    apply, rebalance_plan, rebalance_would_move, ApplyError, Outcome, MAX_PARTITIONS,
+    MAX_PRODUCER_ID_BLOCK,
 };
 
 /// A partition, named by the topic's immutable id (never its name, which can be reused).

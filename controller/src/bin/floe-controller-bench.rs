@@ -245,10 +245,13 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     let reheld = reopened.read(|state, _| state.topics.len());
     anyhow::ensure!(reheld == topics, "restart lost topics");
     let _ = std::fs::remove_dir_all(&root);
+    let (rebalance_s, rebalance_moves) = rebalance_at_scale(topics, per_topic)?;
     println!(
         "{}",
         serde_json::json!({
             "bench": "controller_state_scale",
+            "rebalance_plan_s": rebalance_s,
+            "rebalance_moves": rebalance_moves,
             "partitions": held.0,
             "index_entries": held.1,
             "raft_entries_applied": index,
@@ -259,6 +262,48 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// The rebalance plan when a fourth broker joins three that lead
+/// `topics × per_topic` partitions evenly, as the balancer computes it
+/// on the leader, and `Rebalance` again in every state machine: seconds
+/// and moves planned.
+fn rebalance_at_scale(topics: usize, per_topic: usize) -> anyhow::Result<(f64, usize)> {
+    use floe_controller::model::{apply, rebalance_plan, MetadataState};
+
+    let mut state = MetadataState::default();
+    let mut index = 0u64;
+    let mut run = |state: &mut MetadataState, cmd: Command| {
+        index += 1;
+        apply(state, index, &cmd).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    for id in 1..=4 {
+        run(
+            &mut state,
+            Command::RegisterBroker {
+                id,
+                host: format!("b{id}"),
+                port: 9092,
+                rack: None,
+                volume_wal: false,
+            },
+        )?;
+    }
+    for t in 0..topics {
+        run(
+            &mut state,
+            Command::CreateTopic {
+                name: format!("topic-{t:05}"),
+                id: uuid::Uuid::new_v4(),
+                partitions: per_topic as i32,
+                configs: BTreeMap::new(),
+                leader: 1 + (t % 3) as i32,
+            },
+        )?;
+    }
+    let t = Instant::now();
+    let moves = rebalance_plan(&state).len();
+    Ok((t.elapsed().as_secs_f64(), moves))
 }
 
 #[tokio::main(flavor = "multi_thread")]

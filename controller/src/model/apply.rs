@@ -14,7 +14,7 @@ mod moves;
 mod objects;
 mod placement;
 
-pub use moves::rebalance_plan;
+pub use moves::{rebalance_plan, rebalance_would_move};
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
 use placement::Load;
 
@@ -658,5 +658,7 @@ fn allocate_producer_ids(state: &mut MetadataState, count: i64) -> Result<Outcom
 
 #[cfg(test)]
 mod moves_tests;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ApiService;
-use crate::model::{rebalance_plan, Command, MetadataState, Outcome};
+use crate::model::{rebalance_would_move, Command, MetadataState, Outcome};
 use crate::raft::Proposal;
 
 /// When the leader balances by itself.
@@ -49,8 +49,8 @@ struct Look {
     placement: u64,
     /// Moves requested but not completed yet.
     pending: usize,
-    /// Moves a `Rebalance` would request now.
-    planned: usize,
+    /// A `Rebalance` now would move something.
+    would_move: bool,
 }
 
 fn look(state: &MetadataState) -> Look {
@@ -60,15 +60,10 @@ fn look(state: &MetadataState) -> Look {
         placement = placement.wrapping_add(u64::from(p.leader_epoch.unsigned_abs()));
         pending += usize::from(p.target.is_some());
     }
-    let planned = if pending == 0 {
-        rebalance_plan(state).len()
-    } else {
-        0
-    };
     Look {
         placement,
         pending,
-        planned,
+        would_move: pending == 0 && rebalance_would_move(state),
     }
 }
 
@@ -90,7 +85,7 @@ impl Quiet {
                 now
             }
         };
-        look.planned > 0 && now.duration_since(since) >= cooldown
+        look.would_move && now.duration_since(since) >= cooldown
     }
 
     /// Forget everything (leadership lost): a new term starts the cool-down
@@ -165,15 +160,12 @@ mod tests {
         d.ok(create_topic_on("a", 1, 4, 1));
         let first = look(&d.state);
         assert_eq!(first.pending, 0);
-        assert_eq!(
-            first.planned, 2,
-            "two of broker 1's four partitions would move"
-        );
+        assert!(first.would_move, "broker 1 leads all four partitions");
         d.ok(Command::Rebalance);
         let moving = look(&d.state);
         assert_eq!(moving.pending, 2);
-        assert_eq!(
-            moving.planned, 0,
+        assert!(
+            !moving.would_move,
             "nothing is planned while moves are in flight"
         );
         assert_eq!(moving.placement, first.placement, "not moved yet");
@@ -182,7 +174,7 @@ mod tests {
         e.ok(register(1));
         e.ok(register(2));
         e.ok(create_topic_on("b", 1, 4, -1));
-        assert_eq!(look(&e.state).planned, 0, "placement spreads a new topic");
+        assert!(!look(&e.state).would_move, "placement spreads a new topic");
     }
 
     #[test]
@@ -191,7 +183,7 @@ mod tests {
         let unbalanced = Look {
             placement: 10,
             pending: 0,
-            planned: 3,
+            would_move: true,
         };
         let mut q = Quiet::default();
         assert!(
@@ -217,7 +209,7 @@ mod tests {
         q.due(unbalanced, t0, COOL);
         let in_flight = Look {
             pending: 1,
-            planned: 0,
+            would_move: false,
             ..unbalanced
         };
         assert!(!q.due(in_flight, t0 + COOL, COOL));
@@ -227,7 +219,7 @@ mod tests {
         // Balanced: never due, however long it stays quiet.
         let mut q = Quiet::default();
         let balanced = Look {
-            planned: 0,
+            would_move: false,
             ..unbalanced
         };
         q.due(balanced, t0, COOL);

@@ -182,7 +182,7 @@ pub(super) fn report_load(
 /// times its reported bytes per second over the mean of all partitions. With
 /// no loads reported every partition weighs the same and balancing evens out
 /// partition counts; with loads, hot partitions spread out first.
-fn weights(state: &MetadataState) -> impl Fn(u64) -> u64 {
+pub(super) fn weights(state: &MetadataState) -> impl Fn(u64) -> u64 {
     let (n, total) = state
         .topics
         .values()
@@ -227,6 +227,16 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
 /// Partitions with a pending move stay as they are (and count at their
 /// target).
 pub fn rebalance_plan(state: &MetadataState) -> Vec<Move> {
+    plan(state, usize::MAX)
+}
+
+/// Whether [`rebalance_plan`] would move anything (it plans one move).
+pub fn rebalance_would_move(state: &MetadataState) -> bool {
+    !plan(state, 1).is_empty()
+}
+
+/// The first `max_moves` moves of the plan.
+fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
     let weight = weights(state);
     let mut live = Load::of(state);
     let mut totals: BTreeMap<i32, u64> = live.live().map(|b| (b, 0)).collect();
@@ -234,23 +244,37 @@ pub fn rebalance_plan(state: &MetadataState) -> Vec<Move> {
     if totals.len() < 2 {
         return plan;
     }
+    // Each live broker's candidates (partitions it leads with no pending
+    // move), per topic in state order, by weight, then by index: one pass
+    // here, so that each planned move looks at topics, not partitions.
+    let topics: Vec<_> = state.topics.values().collect();
+    let mut candidates: BTreeMap<i32, BTreeMap<usize, ByWeight>> = BTreeMap::new();
     let mut any_load = false;
-    for p in state.topics.values().flat_map(|t| &t.partitions) {
-        any_load |= p.load > 0;
-        if let Some(t) = totals.get_mut(&p.target.unwrap_or(p.leader)) {
-            *t += weight(p.load);
+    let mut limit = 0usize;
+    for (t, topic) in topics.iter().enumerate() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            limit += 1;
+            any_load |= p.load > 0;
+            let w = weight(p.load);
+            if let Some(total) = totals.get_mut(&p.target.unwrap_or(p.leader)) {
+                *total += w;
+            }
+            if p.target.is_none() && totals.contains_key(&p.leader) {
+                candidates
+                    .entry(p.leader)
+                    .or_default()
+                    .entry(t)
+                    .or_default()
+                    .entry(w)
+                    .or_default()
+                    .insert(index as i32);
+            }
         }
     }
     let brokers = totals.len() as u64;
     let mean = totals.values().sum::<u64>() / brokers;
     let tolerance = if any_load { mean / 10 } else { 0 };
-    let mut planned: BTreeSet<PartitionId> = BTreeSet::new();
-    let limit = state
-        .topics
-        .values()
-        .map(|t| t.partitions.len())
-        .sum::<usize>();
-    for _ in 0..limit {
+    for _ in 0..limit.min(max_moves) {
         let (&heavy, &h) = totals
             .iter()
             .max_by_key(|(b, w)| (**w, std::cmp::Reverse(**b)))
@@ -264,43 +288,49 @@ pub fn rebalance_plan(state: &MetadataState) -> Vec<Move> {
         }
         let (heavy_zone, light_zone) = (live.zone(heavy).to_owned(), live.zone(light).to_owned());
         // The candidate that leaves the pair most even, if it helps at all;
-        // then the one whose topic leans most to the heavy broker's zone.
-        let mut best: Option<(u64, (usize, usize), PartitionId, u64)> = None;
-        for topic in state.topics.values() {
+        // then the one whose topic leans most to the heavy broker's zone;
+        // then the first topic's.
+        let mut best: Option<Pick> = None;
+        for (&t, by_weight) in candidates.get(&heavy).into_iter().flatten() {
+            let Some((after, index, w)) = most_even(by_weight, h, l) else {
+                continue;
+            };
             let lean = if heavy_zone == light_zone {
                 (0, 1)
             } else {
-                let (hc, hn) = live.topic_share(topic.id, &heavy_zone);
-                let (lc, ln) = live.topic_share(topic.id, &light_zone);
+                let (hc, hn) = live.topic_share(topics[t].id, &heavy_zone);
+                let (lc, ln) = live.topic_share(topics[t].id, &light_zone);
                 // heavy share − light share, as a fraction (negative → 0).
                 ((hc * ln).saturating_sub(lc * hn), hn * ln)
             };
-            for (index, p) in topic.partitions.iter().enumerate().rev() {
-                let id = PartitionId {
-                    topic_id: topic.id,
-                    partition: index as i32,
-                };
-                if p.leader != heavy || p.target.is_some() || planned.contains(&id) {
-                    continue;
-                }
-                let w = weight(p.load);
-                let after = (h - w).max(l + w);
-                if after >= h {
-                    continue;
-                }
-                let better = match &best {
-                    None => true,
-                    Some((b, b_lean, _, _)) => after < *b || (after == *b && less(*b_lean, lean)),
-                };
-                if better {
-                    best = Some((after, lean, id, w));
-                }
+            let better = match &best {
+                None => true,
+                Some(b) => after < b.after || (after == b.after && less(b.lean, lean)),
+            };
+            if better {
+                best = Some(Pick {
+                    after,
+                    lean,
+                    topic: t,
+                    index,
+                    weight: w,
+                });
             }
         }
-        let Some((_, _, id, w)) = best else {
+        let Some(Pick {
+            topic: t,
+            index,
+            weight: w,
+            ..
+        }) = best
+        else {
             break;
         };
-        planned.insert(id);
+        take_candidate(&mut candidates, heavy, t, w, index);
+        let id = PartitionId {
+            topic_id: topics[t].id,
+            partition: index,
+        };
         plan.push(Move {
             partition: id,
             to: light,
@@ -311,4 +341,70 @@ pub fn rebalance_plan(state: &MetadataState) -> Vec<Move> {
         *totals.entry(light).or_default() += w;
     }
     plan
+}
+
+/// The best candidate so far: how even it leaves the pair, its topic's
+/// lean, where it is, its weight.
+struct Pick {
+    after: u64,
+    lean: (usize, usize),
+    topic: usize,
+    index: i32,
+    weight: u64,
+}
+
+/// One broker's candidates in one topic: partition indexes by weight.
+type ByWeight = BTreeMap<u64, BTreeSet<i32>>;
+
+/// The candidate of one topic that leaves the heavy (`h`) and the light
+/// (`l`) broker most even, if moving it lowers the heavy one: the smallest
+/// `max(h − w, l + w)`, among equals the highest index. That maximum falls
+/// as `w` grows up to `(h − l) / 2` and rises after it, so the best weight
+/// is the nearest present one on either side. Returns (that maximum,
+/// index, weight).
+fn most_even(by_weight: &ByWeight, h: u64, l: u64) -> Option<(u64, i32, u64)> {
+    let half = h.saturating_sub(l) / 2;
+    let after = |w: u64| (h - w).max(l + w);
+    let below = by_weight.range(..=half).next_back();
+    let above = by_weight.range(half + 1..).next();
+    let least = below
+        .iter()
+        .chain(above.iter())
+        .map(|(&w, _)| after(w))
+        .min()?;
+    if least >= h {
+        return None;
+    }
+    below
+        .into_iter()
+        .chain(above)
+        .filter(|(&w, _)| after(w) == least)
+        .filter_map(|(&w, indexes)| Some((*indexes.last()?, w)))
+        .max_by_key(|&(index, _)| index)
+        .map(|(index, w)| (least, index, w))
+}
+
+/// A planned partition is no longer a candidate.
+fn take_candidate(
+    candidates: &mut BTreeMap<i32, BTreeMap<usize, ByWeight>>,
+    broker: i32,
+    topic: usize,
+    weight: u64,
+    index: i32,
+) {
+    let Some(per_topic) = candidates.get_mut(&broker) else {
+        return;
+    };
+    let Some(by_weight) = per_topic.get_mut(&topic) else {
+        return;
+    };
+    if let Some(indexes) = by_weight.get_mut(&weight) {
+        indexes.remove(&index);
+        if indexes.is_empty() {
+            by_weight.remove(&weight);
+        }
+    }
+    if by_weight.is_empty() {
+        per_topic.remove(&topic);
+    }
 }
