@@ -245,13 +245,15 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     let reheld = reopened.read(|state, _| state.topics.len());
     anyhow::ensure!(reheld == topics, "restart lost topics");
     let _ = std::fs::remove_dir_all(&root);
-    let (rebalance_s, rebalance_moves) = rebalance_at_scale(topics, per_topic)?;
+    let (rebalance_s, rebalance_moves) = rebalance_at_scale(topics, per_topic, false)?;
+    let (rebalance_zones_s, _) = rebalance_at_scale(topics, per_topic, true)?;
     println!(
         "{}",
         serde_json::json!({
             "bench": "controller_state_scale",
             "rebalance_plan_s": rebalance_s,
             "rebalance_moves": rebalance_moves,
+            "rebalance_plan_zones_s": rebalance_zones_s,
             "partitions": held.0,
             "index_entries": held.1,
             "raft_entries_applied": index,
@@ -267,8 +269,13 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
 /// The rebalance plan when a fourth broker joins three that lead
 /// `topics × per_topic` partitions evenly, as the balancer computes it
 /// on the leader, and `Rebalance` again in every state machine: seconds
-/// and moves planned.
-fn rebalance_at_scale(topics: usize, per_topic: usize) -> anyhow::Result<(f64, usize)> {
+/// and moves planned. With `zones`, the brokers are in zones a, b, c, a
+/// (topics then lean differently, and the plan weighs them one by one).
+fn rebalance_at_scale(
+    topics: usize,
+    per_topic: usize,
+    zones: bool,
+) -> anyhow::Result<(f64, usize)> {
     use floe_controller::model::{apply, rebalance_plan, MetadataState};
 
     let mut state = MetadataState::default();
@@ -284,7 +291,7 @@ fn rebalance_at_scale(topics: usize, per_topic: usize) -> anyhow::Result<(f64, u
                 id,
                 host: format!("b{id}"),
                 port: 9092,
-                rack: None,
+                rack: zones.then(|| ["a", "b", "c", "a"][id as usize - 1].to_owned()),
                 volume_wal: false,
             },
         )?;

@@ -245,10 +245,10 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
         return plan;
     }
     // Each live broker's candidates (partitions it leads with no pending
-    // move), per topic in state order, by weight, then by index: one pass
-    // here, so that each planned move looks at topics, not partitions.
+    // move), indexed in one pass here, so that a planned move looks at
+    // weights or topics, not at partitions.
     let topics: Vec<_> = state.topics.values().collect();
-    let mut candidates: BTreeMap<i32, BTreeMap<usize, ByWeight>> = BTreeMap::new();
+    let mut candidates = Candidates::default();
     let mut any_load = false;
     let mut limit = 0usize;
     for (t, topic) in topics.iter().enumerate() {
@@ -260,14 +260,7 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
                 *total += w;
             }
             if p.target.is_none() && totals.contains_key(&p.leader) {
-                candidates
-                    .entry(p.leader)
-                    .or_default()
-                    .entry(t)
-                    .or_default()
-                    .entry(w)
-                    .or_default()
-                    .insert(index as i32);
+                candidates.insert(p.leader, t, w, index as i32);
             }
         }
     }
@@ -290,33 +283,35 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
         // The candidate that leaves the pair most even, if it helps at all;
         // then the one whose topic leans most to the heavy broker's zone;
         // then the first topic's.
-        let mut best: Option<Pick> = None;
-        for (&t, by_weight) in candidates.get(&heavy).into_iter().flatten() {
-            let Some((after, index, w)) = most_even(by_weight, h, l) else {
-                continue;
-            };
-            let lean = if heavy_zone == light_zone {
-                (0, 1)
-            } else {
+        let best = if heavy_zone == light_zone {
+            // Every topic leans alike: the best over all of them at once.
+            candidates.most_even_any_topic(heavy, h, l)
+        } else {
+            let mut best: Option<Pick> = None;
+            for (&t, by_weight) in candidates.by_topic(heavy) {
+                let Some((after, index, w)) = most_even(by_weight, h, l) else {
+                    continue;
+                };
                 let (hc, hn) = live.topic_share(topics[t].id, &heavy_zone);
                 let (lc, ln) = live.topic_share(topics[t].id, &light_zone);
                 // heavy share − light share, as a fraction (negative → 0).
-                ((hc * ln).saturating_sub(lc * hn), hn * ln)
-            };
-            let better = match &best {
-                None => true,
-                Some(b) => after < b.after || (after == b.after && less(b.lean, lean)),
-            };
-            if better {
-                best = Some(Pick {
-                    after,
-                    lean,
-                    topic: t,
-                    index,
-                    weight: w,
-                });
+                let lean = ((hc * ln).saturating_sub(lc * hn), hn * ln);
+                let better = match &best {
+                    None => true,
+                    Some(b) => after < b.after || (after == b.after && less(b.lean, lean)),
+                };
+                if better {
+                    best = Some(Pick {
+                        after,
+                        lean,
+                        topic: t,
+                        index,
+                        weight: w,
+                    });
+                }
             }
-        }
+            best
+        };
         let Some(Pick {
             topic: t,
             index,
@@ -326,7 +321,7 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
         else {
             break;
         };
-        take_candidate(&mut candidates, heavy, t, w, index);
+        candidates.remove(heavy, t, w, index);
         let id = PartitionId {
             topic_id: topics[t].id,
             partition: index,
@@ -384,27 +379,92 @@ fn most_even(by_weight: &ByWeight, h: u64, l: u64) -> Option<(u64, i32, u64)> {
         .map(|(index, w)| (least, index, w))
 }
 
-/// A planned partition is no longer a candidate.
-fn take_candidate(
-    candidates: &mut BTreeMap<i32, BTreeMap<usize, ByWeight>>,
-    broker: i32,
-    topic: usize,
-    weight: u64,
-    index: i32,
-) {
-    let Some(per_topic) = candidates.get_mut(&broker) else {
-        return;
-    };
-    let Some(by_weight) = per_topic.get_mut(&topic) else {
-        return;
-    };
-    if let Some(indexes) = by_weight.get_mut(&weight) {
-        indexes.remove(&index);
-        if indexes.is_empty() {
-            by_weight.remove(&weight);
+/// Each live broker's candidates, indexed two ways: per topic (in state
+/// order), then weight, then index, for a topic's best when zones make
+/// topics lean differently; and per weight, then topic, then index, for
+/// the best over all topics at once when they do not.
+#[derive(Default)]
+struct Candidates {
+    per_topic: BTreeMap<i32, BTreeMap<usize, ByWeight>>,
+    per_weight: BTreeMap<i32, BTreeMap<u64, BTreeMap<usize, BTreeSet<i32>>>>,
+}
+
+impl Candidates {
+    fn insert(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
+        let per_topic = self.per_topic.entry(broker).or_default();
+        let by_weight = per_topic.entry(topic).or_default();
+        by_weight.entry(weight).or_default().insert(index);
+        let per_weight = self.per_weight.entry(broker).or_default();
+        let by_topic = per_weight.entry(weight).or_default();
+        by_topic.entry(topic).or_default().insert(index);
+    }
+
+    /// A planned partition is no longer a candidate.
+    fn remove(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
+        fn take<K: Ord + Copy, J: Ord + Copy>(
+            map: &mut BTreeMap<K, BTreeMap<J, BTreeSet<i32>>>,
+            outer: K,
+            inner: J,
+            index: i32,
+        ) {
+            let Some(by_inner) = map.get_mut(&outer) else {
+                return;
+            };
+            if let Some(indexes) = by_inner.get_mut(&inner) {
+                indexes.remove(&index);
+                if indexes.is_empty() {
+                    by_inner.remove(&inner);
+                }
+            }
+            if by_inner.is_empty() {
+                map.remove(&outer);
+            }
+        }
+        if let Some(per_topic) = self.per_topic.get_mut(&broker) {
+            take(per_topic, topic, weight, index);
+        }
+        if let Some(per_weight) = self.per_weight.get_mut(&broker) {
+            take(per_weight, weight, topic, index);
         }
     }
-    if by_weight.is_empty() {
-        per_topic.remove(&topic);
+
+    fn by_topic(&self, broker: i32) -> impl Iterator<Item = (&usize, &ByWeight)> {
+        self.per_topic.get(&broker).into_iter().flatten()
+    }
+
+    /// What the per-topic search finds when every topic leans alike: the
+    /// smallest `max(h − w, l + w)` over all topics, then the first topic
+    /// with a candidate of that evenness, then its highest index.
+    fn most_even_any_topic(&self, broker: i32, h: u64, l: u64) -> Option<Pick> {
+        let per_weight = self.per_weight.get(&broker)?;
+        let half = h.saturating_sub(l) / 2;
+        let after = |w: u64| (h - w).max(l + w);
+        let below = per_weight.range(..=half).next_back();
+        let above = per_weight.range(half + 1..).next();
+        let least = below
+            .iter()
+            .chain(above.iter())
+            .map(|(&w, _)| after(w))
+            .min()?;
+        if least >= h {
+            return None;
+        }
+        let hits: Vec<_> = below
+            .into_iter()
+            .chain(above)
+            .filter(|(&w, _)| after(w) == least)
+            .collect();
+        let topic = hits.iter().filter_map(|(_, t)| t.keys().next()).min()?;
+        let (index, weight) = hits
+            .iter()
+            .filter_map(|(&w, t)| Some((*t.get(topic)?.last()?, w)))
+            .max_by_key(|&(index, _)| index)?;
+        Some(Pick {
+            after: least,
+            lean: (0, 1),
+            topic: *topic,
+            index,
+            weight,
+        })
     }
 }

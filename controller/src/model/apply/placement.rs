@@ -24,7 +24,7 @@ pub(super) struct Load {
     /// Live brokers per zone.
     zone_size: BTreeMap<String, usize>,
     /// Partitions per (topic, zone), on live brokers.
-    topic_zone: BTreeMap<(Uuid, String), usize>,
+    topic_zone: BTreeMap<Uuid, BTreeMap<String, usize>>,
 }
 
 impl Load {
@@ -69,7 +69,8 @@ impl Load {
     pub(super) fn topic_share(&self, topic: Uuid, zone: &str) -> (usize, usize) {
         let count = self
             .topic_zone
-            .get(&(topic, zone.to_owned()))
+            .get(&topic)
+            .and_then(|zones| zones.get(zone))
             .copied()
             .unwrap_or(0);
         (count, self.zone_size.get(zone).copied().unwrap_or(1).max(1))
@@ -79,8 +80,14 @@ impl Load {
     pub(super) fn add(&mut self, topic: Uuid, broker: i32) {
         if let Some(n) = self.brokers.get_mut(&broker) {
             *n += 1;
-            let zone = self.zone(broker).to_owned();
-            *self.topic_zone.entry((topic, zone)).or_default() += 1;
+            let zone = self.zone_of.get(&broker).map_or("", String::as_str);
+            let zones = self.topic_zone.entry(topic).or_default();
+            match zones.get_mut(zone) {
+                Some(c) => *c += 1,
+                None => {
+                    zones.insert(zone.to_owned(), 1);
+                }
+            }
         }
     }
 
@@ -88,8 +95,12 @@ impl Load {
     pub(super) fn remove(&mut self, topic: Uuid, broker: i32) {
         if let Some(n) = self.brokers.get_mut(&broker) {
             *n = n.saturating_sub(1);
-            let zone = self.zone(broker).to_owned();
-            if let Some(c) = self.topic_zone.get_mut(&(topic, zone)) {
+            let zone = self.zone_of.get(&broker).map_or("", String::as_str);
+            if let Some(c) = self
+                .topic_zone
+                .get_mut(&topic)
+                .and_then(|zones| zones.get_mut(zone))
+            {
                 *c = c.saturating_sub(1);
             }
         }
