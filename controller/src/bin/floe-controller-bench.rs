@@ -245,15 +245,17 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     let reheld = reopened.read(|state, _| state.topics.len());
     anyhow::ensure!(reheld == topics, "restart lost topics");
     let _ = std::fs::remove_dir_all(&root);
-    let (rebalance_s, rebalance_moves) = rebalance_at_scale(topics, per_topic, false)?;
-    let (rebalance_zones_s, _) = rebalance_at_scale(topics, per_topic, true)?;
+    let flat = rebalance_at_scale(topics, per_topic, false)?;
+    let zoned = rebalance_at_scale(topics, per_topic, true)?;
     println!(
         "{}",
         serde_json::json!({
             "bench": "controller_state_scale",
-            "rebalance_plan_s": rebalance_s,
-            "rebalance_moves": rebalance_moves,
-            "rebalance_plan_zones_s": rebalance_zones_s,
+            "rebalance_plan_s": flat.plan_s,
+            "rebalance_moves": flat.moves,
+            "rebalance_plan_zones_s": zoned.plan_s,
+            "drain_apply_s": flat.drain_s,
+            "failover_apply_s": flat.fence_s,
             "partitions": held.0,
             "index_entries": held.1,
             "raft_entries_applied": index,
@@ -269,13 +271,10 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
 /// The rebalance plan when a fourth broker joins three that lead
 /// `topics × per_topic` partitions evenly, as the balancer computes it
 /// on the leader, and `Rebalance` again in every state machine: seconds
-/// and moves planned. With `zones`, the brokers are in zones a, b, c, a
-/// (topics then lean differently, and the plan weighs them one by one).
-fn rebalance_at_scale(
-    topics: usize,
-    per_topic: usize,
-    zones: bool,
-) -> anyhow::Result<(f64, usize)> {
+/// and moves planned; then a drain and a failover of broker 1, applied.
+/// With `zones`, the brokers are in zones a, b, c, a (topics then lean
+/// differently, and the plan weighs them one by one).
+fn rebalance_at_scale(topics: usize, per_topic: usize, zones: bool) -> anyhow::Result<AtScale> {
     use floe_controller::model::{apply, rebalance_plan, MetadataState};
 
     let mut state = MetadataState::default();
@@ -310,7 +309,28 @@ fn rebalance_at_scale(
     }
     let t = Instant::now();
     let moves = rebalance_plan(&state).len();
-    Ok((t.elapsed().as_secs_f64(), moves))
+    let plan_s = t.elapsed().as_secs_f64();
+    // A drain and a failover of broker 1 move its third of the partitions.
+    let timed = |cmd: Command| -> anyhow::Result<f64> {
+        let mut state = state.clone();
+        let t = Instant::now();
+        apply(&mut state, index + 1, &cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    Ok(AtScale {
+        plan_s,
+        moves,
+        drain_s: timed(Command::DrainBroker { id: 1 })?,
+        fence_s: timed(Command::FenceBroker { id: 1, epoch: 1 })?,
+    })
+}
+
+/// What [`rebalance_at_scale`] measured.
+struct AtScale {
+    plan_s: f64,
+    moves: usize,
+    drain_s: f64,
+    fence_s: f64,
 }
 
 #[tokio::main(flavor = "multi_thread")]
