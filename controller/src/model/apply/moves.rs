@@ -358,6 +358,18 @@ type ByWeight = BTreeMap<u64, BTreeSet<i32>>;
 /// is the nearest present one on either side. Returns (that maximum,
 /// index, weight).
 fn most_even(by_weight: &ByWeight, h: u64, l: u64) -> Option<(u64, i32, u64)> {
+    let (least, hits) = nearest_half(by_weight, h, l)?;
+    hits.into_iter()
+        .filter_map(|(w, indexes)| Some((*indexes.last()?, w)))
+        .max_by_key(|&(index, _)| index)
+        .map(|(index, w)| (least, index, w))
+}
+
+/// The weights in `by_weight` whose move leaves the heavy (`h`) and the
+/// light (`l`) broker most even, if that lowers the heavy one: the
+/// smallest `max(h − w, l + w)` and the (one or two) weights giving it,
+/// the nearest present on either side of `(h − l) / 2`.
+fn nearest_half<V>(by_weight: &BTreeMap<u64, V>, h: u64, l: u64) -> Option<(u64, Vec<(u64, &V)>)> {
     let half = h.saturating_sub(l) / 2;
     let after = |w: u64| (h - w).max(l + w);
     let below = by_weight.range(..=half).next_back();
@@ -370,13 +382,13 @@ fn most_even(by_weight: &ByWeight, h: u64, l: u64) -> Option<(u64, i32, u64)> {
     if least >= h {
         return None;
     }
-    below
+    let hits = below
         .into_iter()
         .chain(above)
         .filter(|(&w, _)| after(w) == least)
-        .filter_map(|(&w, indexes)| Some((*indexes.last()?, w)))
-        .max_by_key(|&(index, _)| index)
-        .map(|(index, w)| (least, index, w))
+        .map(|(&w, v)| (w, v))
+        .collect();
+    Some((least, hits))
 }
 
 /// Each live broker's candidates, indexed two ways: per topic (in state
@@ -436,28 +448,11 @@ impl Candidates {
     /// smallest `max(h − w, l + w)` over all topics, then the first topic
     /// with a candidate of that evenness, then its highest index.
     fn most_even_any_topic(&self, broker: i32, h: u64, l: u64) -> Option<Pick> {
-        let per_weight = self.per_weight.get(&broker)?;
-        let half = h.saturating_sub(l) / 2;
-        let after = |w: u64| (h - w).max(l + w);
-        let below = per_weight.range(..=half).next_back();
-        let above = per_weight.range(half + 1..).next();
-        let least = below
-            .iter()
-            .chain(above.iter())
-            .map(|(&w, _)| after(w))
-            .min()?;
-        if least >= h {
-            return None;
-        }
-        let hits: Vec<_> = below
-            .into_iter()
-            .chain(above)
-            .filter(|(&w, _)| after(w) == least)
-            .collect();
+        let (least, hits) = nearest_half(self.per_weight.get(&broker)?, h, l)?;
         let topic = hits.iter().filter_map(|(_, t)| t.keys().next()).min()?;
         let (index, weight) = hits
             .iter()
-            .filter_map(|(&w, t)| Some((*t.get(topic)?.last()?, w)))
+            .filter_map(|&(w, t)| Some((*t.get(topic)?.last()?, w)))
             .max_by_key(|&(index, _)| index)?;
         Some(Pick {
             after: least,
