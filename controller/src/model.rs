@@ -18,6 +18,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -95,7 +96,10 @@ pub struct Topic {
     pub name: String,
     /// Topic-level config overrides (`retention.ms`, `cleanup.policy`, ...).
     pub configs: BTreeMap<String, String>,
-    pub partitions: Vec<Partition>,
+    /// Shared with copies of the state (watch and Raft snapshots): a copy
+    /// costs one reference per partition, and `apply` copies a partition
+    /// (`Arc::make_mut`) only when it changes one still shared.
+    pub partitions: Vec<Arc<Partition>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,7 +341,10 @@ impl MetadataState {
     /// The partition, if its topic exists and has that many partitions.
     pub fn partition(&self, id: PartitionId) -> Option<&Partition> {
         let index = usize::try_from(id.partition).ok()?;
-        self.topic_by_id(id.topic_id)?.partitions.get(index)
+        self.topic_by_id(id.topic_id)?
+            .partitions
+            .get(index)
+            .map(|p| &**p)
     }
 
     /// The index entry holding `offset`, or `None` when the offset is not
@@ -377,6 +384,7 @@ impl MetadataState {
             .filter(|topic| topic.id == id.topic_id)?
             .partitions
             .get_mut(index)
+            .map(Arc::make_mut)
     }
 }
 

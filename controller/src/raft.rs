@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ApplyError, Outcome};
 
-pub use feed::{FeedEvent, FeedRead};
+pub use feed::{FeedEvent, FeedRead, FEED_CAPACITY};
 pub use log_store::LogStore;
 pub use router::{Router, RouterConnection, RouterNetwork};
 pub use sessions::{Answered, Batch, Proposal, SessionId};

@@ -177,3 +177,45 @@ async fn a_snapshot_survives_reopening_the_state_machine() -> anyhow::Result<()>
     assert_eq!(applied, Some(log_id(1, 1, 2)));
     Ok(())
 }
+
+#[tokio::test]
+async fn watchers_behind_the_feed_share_one_state_copy_and_reads_see_the_latest(
+) -> anyhow::Result<()> {
+    use floe_controller::model::MetadataState;
+    use floe_controller::raft::FEED_CAPACITY;
+
+    let dir = tempfile::tempdir()?;
+    let mut sm = StateMachine::open(dir.path().to_owned()).await?;
+    sm.apply([normal(1, 1, register(1))]).await?;
+    let decode = |bytes: &[u8]| serde_json::from_slice::<MetadataState>(bytes);
+
+    let (first_seq, first) = sm.watch_snapshot().await?;
+    let (again_seq, again) = sm.watch_snapshot().await?;
+    assert_eq!((first_seq, again_seq), (1, 1));
+    assert_eq!(first.as_ptr(), again.as_ptr(), "one copy, shared");
+
+    // The feed still continues from the shared copy: watchers get it and
+    // catch up from the feed; a linearizable read gets the latest state.
+    sm.apply([normal(1, 2, register(2))]).await?;
+    let (seq, shared) = sm.watch_snapshot().await?;
+    assert_eq!((seq, shared.as_ptr()), (1, first.as_ptr()));
+    assert!(!decode(&shared)?.brokers.contains_key(&2));
+    let (seq, latest) = sm.state_json().await?;
+    assert_eq!(seq, 2);
+    assert!(decode(&latest)?.brokers.contains_key(&2));
+
+    // Once the feed no longer holds what follows it, a new copy is made.
+    let entries: Vec<_> = (0..FEED_CAPACITY as u64 + 1)
+        .map(|i| normal(1, 3 + i, register(3)))
+        .collect();
+    sm.apply(entries).await?;
+    let last = 2 + FEED_CAPACITY as u64 + 1;
+    let (seq, renewed) = sm.watch_snapshot().await?;
+    assert_eq!(seq, last);
+    assert_eq!(
+        decode(&renewed)?.brokers[&3].epoch,
+        FEED_CAPACITY as i64 + 1
+    );
+    assert_eq!(sm.state_json().await?.1.as_ptr(), renewed.as_ptr());
+    Ok(())
+}

@@ -233,6 +233,68 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
         (partitions, entries)
     });
 
+    // How long one small command waits to be applied while a watcher's
+    // state snapshot and a Raft snapshot are being built.
+    let probe = |name: String, index: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Batch(vec![Command::CreateTopic {
+            name,
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            leader: 0,
+        }
+        .into()])),
+    };
+    let t = Instant::now();
+    let json = sm.state_json().await?;
+    let state_json_s = t.elapsed().as_secs_f64();
+    drop(json);
+    index += 1;
+    sm.apply([probe("probe-before".into(), index)]).await?;
+    let reader = {
+        let sm = sm.clone();
+        tokio::spawn(async move { sm.state_json().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Instant::now();
+    index += 1;
+    sm.apply([probe("probe-watch".into(), index)]).await?;
+    let apply_during_state_json_ms = t.elapsed().as_secs_f64() * 1e3;
+    reader.await??;
+    // Sixteen watchers that all fell behind the feed (a leader change).
+    let fillers = floe_controller::raft::FEED_CAPACITY + 1;
+    let filler: Vec<_> = (0..fillers)
+        .map(|i| {
+            index += 1;
+            probe(format!("filler-{i}"), index)
+        })
+        .collect();
+    sm.apply(filler).await?;
+    let t = Instant::now();
+    let watchers: Vec<_> = (0..16)
+        .map(|_| {
+            let sm = sm.clone();
+            tokio::spawn(async move { sm.watch_snapshot().await })
+        })
+        .collect();
+    let mut seqs = std::collections::BTreeSet::new();
+    for w in watchers {
+        seqs.insert(w.await??.0);
+    }
+    let watch_resync_16_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(seqs.len() == 1, "watchers got different snapshots");
+    let builder = {
+        let mut b = sm.get_snapshot_builder().await;
+        tokio::spawn(async move { b.build_snapshot().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Instant::now();
+    index += 1;
+    sm.apply([probe("probe-snapshot".into(), index)]).await?;
+    let apply_during_snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
+    builder.await??;
+
     let t = Instant::now();
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
     let snapshot_s = t.elapsed().as_secs_f64();
@@ -243,7 +305,7 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     let reopened = StateMachine::open(root.clone()).await?;
     let restart_s = t.elapsed().as_secs_f64();
     let reheld = reopened.read(|state, _| state.topics.len());
-    anyhow::ensure!(reheld == topics, "restart lost topics");
+    anyhow::ensure!(reheld == topics + 3 + fillers, "restart lost topics");
     let _ = std::fs::remove_dir_all(&root);
     let flat = rebalance_at_scale(topics, per_topic, false)?;
     let zoned = rebalance_at_scale(topics, per_topic, true)?;
@@ -261,6 +323,10 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
             "raft_entries_applied": index,
             "apply_s": applied_s,
             "snapshot_build_s": snapshot_s,
+            "state_json_s": state_json_s,
+            "apply_during_state_json_ms": apply_during_state_json_ms,
+            "watch_resync_16_s": watch_resync_16_s,
+            "apply_during_snapshot_ms": apply_during_snapshot_ms,
             "snapshot_bytes": snapshot_bytes,
             "restart_s": restart_s,
         })

@@ -99,8 +99,8 @@ pub struct StateSnapshot {
     #[prost(uint64, tag = "1")]
     pub index: u64,
     /// JSON of floe_controller::MetadataState.
-    #[prost(bytes = "vec", tag = "2")]
-    pub state: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub state: ::prost::bytes::Bytes,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -370,11 +370,16 @@ impl ApiService {
         }
     }
 
-    fn snapshot_event(&self) -> Result<StateSnapshot, Status> {
-        let (index, state) = self
-            .sm
-            .state_json()
-            .map_err(|e| Status::internal(format!("cannot encode the state: {e}")))?;
+    /// The state as of now (`ReadState`, after a linearizable check).
+    async fn current_state(&self) -> Result<StateSnapshot, Status> {
+        let (index, state) = self.sm.state_json().await.map_err(encode_failed)?;
+        Ok(StateSnapshot { index, state })
+    }
+
+    /// A state a watcher that fell behind restarts from, shared with the
+    /// other watchers that need one.
+    async fn watch_snapshot(&self) -> Result<StateSnapshot, Status> {
+        let (index, state) = self.sm.watch_snapshot().await.map_err(encode_failed)?;
         Ok(StateSnapshot { index, state })
     }
 
@@ -428,7 +433,7 @@ async fn run_watch(
     loop {
         applied.borrow_and_update();
         let events = match service.sm.feed_after(after, WATCH_BATCH) {
-            FeedRead::Behind => match service.snapshot_event() {
+            FeedRead::Behind => match service.watch_snapshot().await {
                 Ok(snapshot) => {
                     after = snapshot.index;
                     vec![WatchEvent {
@@ -567,6 +572,10 @@ impl Metadata for ApiService {
         _request: Request<ReadStateRequest>,
     ) -> Result<Response<StateSnapshot>, Status> {
         self.linearizable().await?;
-        Ok(Response::new(self.snapshot_event()?))
+        Ok(Response::new(self.current_state().await?))
     }
+}
+
+fn encode_failed(e: std::io::Error) -> Status {
+    Status::internal(format!("cannot encode the state: {e}"))
 }

@@ -6,6 +6,7 @@
 //! no randomness, no hash-ordered iteration.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -345,6 +346,7 @@ fn register_broker(
     for topic in state.topics.values_mut() {
         for partition in &mut topic.partitions {
             if partition.leader < 0 {
+                let partition = Arc::make_mut(partition);
                 partition.leader = id;
                 partition.leader_epoch = partition.leader_epoch.saturating_add(1);
             }
@@ -389,6 +391,10 @@ fn place_elsewhere(state: &mut MetadataState, id: i32) -> u32 {
     for topic in state.topics.values_mut() {
         let topic_id = topic.id;
         for partition in &mut topic.partitions {
+            if partition.target != Some(id) && partition.leader != id {
+                continue;
+            }
+            let partition = Arc::make_mut(partition);
             if partition.target == Some(id) {
                 partition.target = None;
             }
@@ -461,7 +467,7 @@ fn create_topic(
         name: name.to_owned(),
         configs: configs.clone(),
         partitions: (0..partitions)
-            .map(|_| new_partition(load.leader(id, leader)))
+            .map(|_| Arc::new(new_partition(load.leader(id, leader))))
             .collect(),
     };
     state.topics.insert(name.to_owned(), topic);
@@ -554,7 +560,7 @@ fn create_partitions(
     }
     topic
         .partitions
-        .extend((current..total).map(|_| new_partition(load.leader(topic_id, leader))));
+        .extend((current..total).map(|_| Arc::new(new_partition(load.leader(topic_id, leader)))));
     Ok(Outcome::Done)
 }
 

@@ -18,6 +18,7 @@ use std::io::{Cursor, ErrorKind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
@@ -46,6 +47,10 @@ pub struct StateMachine {
     feed: Arc<Mutex<Feed>>,
     /// The last snapshot built or installed: its meta and its bytes.
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The last state JSON encoded for a reader, with its metadata sequence
+    /// number. The lock is held while a new one is encoded, so readers that
+    /// arrive meanwhile wait for it instead of encoding their own.
+    encoded: Arc<tokio::sync::Mutex<Option<(u64, Bytes)>>>,
 }
 
 /// A snapshot's meta and its bytes.
@@ -134,6 +139,7 @@ impl StateMachine {
             feed: Arc::new(Mutex::new(feed)),
             applied: Arc::new(RwLock::new(applied)),
             current: Arc::new(Mutex::new(current)),
+            encoded: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -152,12 +158,46 @@ impl StateMachine {
         f(&applied.state, applied.seq)
     }
 
-    /// JSON of the applied state and the metadata sequence number it
-    /// includes every command up to: where a watcher that fell behind the
-    /// feed restarts.
-    pub fn state_json(&self) -> Result<(u64, Vec<u8>), serde_json::Error> {
-        let applied = self.applied();
-        Ok((applied.seq, serde_json::to_vec(&applied.state)?))
+    /// JSON of the applied state as of now (every command applied before
+    /// the call) and the metadata sequence number it includes every command
+    /// up to.
+    pub async fn state_json(&self) -> std::io::Result<(u64, Bytes)> {
+        let applied = self.applied().seq;
+        self.encoded(|seq| seq >= applied).await
+    }
+
+    /// JSON of the applied state for a watcher that fell behind the feed,
+    /// and the metadata sequence number it restarts from: the copy encoded
+    /// for an earlier reader while the feed still continues from it (so a
+    /// hundred brokers catching up after a leader change cost one encoding
+    /// and one copy in memory), else a new one.
+    pub async fn watch_snapshot(&self) -> std::io::Result<(u64, Bytes)> {
+        self.encoded(|seq| !matches!(self.feed().after(seq, 0), FeedRead::Behind))
+            .await
+    }
+
+    /// The shared encoding if `usable` accepts its sequence number, else a
+    /// new one. The state is copied under the lock (a reference per
+    /// partition, see [`Topic::partitions`](crate::model::Topic)) and
+    /// encoded on the blocking pool, so `apply` never waits for an encoding.
+    async fn encoded(&self, usable: impl Fn(u64) -> bool) -> std::io::Result<(u64, Bytes)> {
+        let mut encoded = self.encoded.lock().await;
+        if let Some((seq, bytes)) = encoded.as_ref() {
+            if usable(*seq) {
+                return Ok((*seq, bytes.clone()));
+            }
+        }
+        let (seq, state) = {
+            let applied = self.applied();
+            (applied.seq, applied.state.clone())
+        };
+        let json = tokio::task::spawn_blocking(move || serde_json::to_vec(&state))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        let bytes = Bytes::from(json);
+        *encoded = Some((seq, bytes.clone()));
+        Ok((seq, bytes))
     }
 
     /// Up to `max` applied commands after metadata sequence number `index`,
@@ -232,14 +272,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 sessions: applied.sessions.clone(),
             }
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| {
-            StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e))
-        })?;
-        let bytes = self.persist(&file.meta, bytes).await?;
-        self.set_current(file.meta.clone(), bytes.clone());
-        tracing::debug!(last_log_id = ?file.meta.last_log_id, bytes = bytes.len(), "Raft snapshot built");
+        // Encoded off the reactor: with a million index entries this takes
+        // most of a second.
+        let signature = file.meta.signature();
+        let (meta, bytes) = blocking(
+            move || {
+                let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+                Ok((file.meta, bytes))
+            },
+            move |e| StorageIOError::write_snapshot(Some(signature), e),
+        )
+        .await?;
+        let bytes = self.persist(&meta, bytes).await?;
+        self.set_current(meta.clone(), bytes.clone());
+        tracing::debug!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), "Raft snapshot built");
         Ok(Snapshot {
-            meta: file.meta,
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -313,9 +361,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let file = decode(&bytes).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        // Decoded and encoded off the reactor (most of a second each with a
+        // million index entries).
+        let signature = meta.signature();
+        let file = blocking(
+            move || decode(&bytes),
+            move |e| StorageIOError::read_snapshot(Some(signature), e),
+        )
+        .await?;
         // The file on disk carries the meta openraft gave, whatever the
         // sender wrote into the bytes.
         let file = SnapshotFile {
@@ -325,9 +378,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             seq: file.seq,
             sessions: file.sessions,
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| {
-            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        let signature = meta.signature();
+        let (file, bytes) = blocking(
+            move || {
+                let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+                Ok((file, bytes))
+            },
+            move |e| StorageIOError::write_snapshot(Some(signature), e),
+        )
+        .await?;
         let bytes = self.persist(meta, bytes).await?;
         let mut applied = self.applied_mut();
         *applied = Applied {

@@ -150,7 +150,7 @@ impl Cluster {
             tokio::time::timeout(WAIT, rx.wait_for(|a| *a >= index))
                 .await
                 .with_context(|| format!("node {id} never applied {index}"))??;
-            let (at, json) = node.sm.state_json()?;
+            let (at, json) = node.sm.state_json().await?;
             ensure!(at >= index);
             out.insert(*id, serde_json::from_slice(&json)?);
         }

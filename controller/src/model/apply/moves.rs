@@ -9,6 +9,7 @@
 //! Contract: as for every command, all checks come before any change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::placement::{less, Load};
 use super::{ApplyError, Outcome};
@@ -142,6 +143,7 @@ pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome
         for partition in &mut topic.partitions {
             if partition.leader == id || partition.target == Some(id) {
                 let to = load.place(topic_id);
+                let partition = Arc::make_mut(partition);
                 partition.target = (to != partition.leader).then_some(to);
                 requested += 1;
             }

@@ -167,6 +167,7 @@ fn random_state(seed: u64) -> MetadataState {
     let loads = rng.below(3);
     for topic in d.state.topics.values_mut() {
         for p in &mut topic.partitions {
+            let p = std::sync::Arc::make_mut(p);
             // Mostly one broker, so there is something to even out.
             p.leader = if rng.below(3) == 0 {
                 1 + rng.below(brokers as u64 + 1) as i32
