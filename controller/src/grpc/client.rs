@@ -557,10 +557,22 @@ async fn watch_once(
         };
         match event.event {
             Some(watch_event::Event::Snapshot(s)) => {
-                let fresh: MetadataState = serde_json::from_slice(&s.state)
-                    .map_err(|e| ClientError::Decode(e.to_string()))?;
-                *state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                // Decoding (most of a second at 100,000 partitions) and
+                // dropping the old state run on the blocking pool, so the
+                // broker's reactor keeps serving and readers of the state
+                // wait only for the swap.
+                let bytes = s.state;
+                let fresh: MetadataState =
+                    tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
+                        .await
+                        .map_err(|e| ClientError::Decode(e.to_string()))?
+                        .map_err(|e| ClientError::Decode(e.to_string()))?;
+                let old = std::mem::replace(
+                    &mut *state.write().unwrap_or_else(|p| p.into_inner()),
+                    fresh,
+                );
                 applied.send_replace(s.index);
+                tokio::task::spawn_blocking(move || drop(old));
             }
             Some(watch_event::Event::Entry(e)) => {
                 let current = *applied.borrow();

@@ -389,15 +389,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await?;
         let bytes = self.persist(meta, bytes).await?;
         let mut applied = self.applied_mut();
-        *applied = Applied {
-            state: file.state,
-            seq: file.seq,
-            sessions: file.sessions,
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
+        let old = std::mem::replace(
+            &mut *applied,
+            Applied {
+                state: file.state,
+                seq: file.seq,
+                sessions: file.sessions,
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            },
+        );
         self.feed().reset(applied.seq);
         drop(applied);
+        // Not under the lock, not on the reactor: a large state takes a
+        // while to free.
+        tokio::task::spawn_blocking(move || drop(old));
         self.set_current(meta.clone(), bytes);
         tracing::info!(last_log_id = ?meta.last_log_id, "Raft snapshot installed");
         Ok(())
