@@ -522,3 +522,114 @@ async fn the_leader_rebalances_by_itself_after_a_quiet_cooldown() -> anyhow::Res
     renewing.await??;
     Ok(())
 }
+
+/// A watcher that fell behind what the controllers keep gets the state in
+/// parts of the size it asked for (or in one message when it asked for
+/// none), and mirrors of either kind end up equal to the leader's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_behind_the_feed_gets_the_state_in_parts() -> anyhow::Result<()> {
+    use floe_controller::grpc::proto::{watch_event, WatchRequest};
+    use floe_controller::raft::FEED_CAPACITY;
+
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    create_topic_on(&client, "wide", 64, 0).await?;
+    // More commands than the feed keeps, so a watcher from 0 starts from a
+    // snapshot.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..(FEED_CAPACITY / 32 + 2) {
+                last = client
+                    .propose(&Command::AllocateProducerIds { count: 1 })
+                    .await?
+                    .index;
+            }
+            anyhow::Ok(last)
+        }));
+    }
+    let mut last = 0;
+    for task in tasks {
+        last = last.max(task.await??);
+    }
+    let (at, leader_state) = client.read_state().await?;
+    ensure!(at >= last);
+    let leader_state = serde_json::to_value(&leader_state)?;
+
+    let leader = cluster.leader().await?;
+    let mut meta =
+        MetadataClient::connect(format!("http://{}", cluster.voters[&leader].api_addr)).await?;
+    let mut stream = meta
+        .watch(WatchRequest {
+            after_index: 0,
+            snapshot_part_bytes: 100, // raised to 1 KiB
+        })
+        .await?
+        .into_inner();
+    let mut whole = Vec::new();
+    let mut parts = 0;
+    let index = loop {
+        let event = stream.message().await?.context("the watch ended")?;
+        let Some(watch_event::Event::SnapshotPart(part)) = event.event else {
+            bail!("expected a snapshot part, got {event:?}");
+        };
+        ensure!(part.offset == whole.len() as u64, "parts out of order");
+        ensure!(
+            part.data.len() <= 1024,
+            "a part of {} bytes",
+            part.data.len()
+        );
+        whole.extend_from_slice(&part.data);
+        parts += 1;
+        if whole.len() as u64 == part.total {
+            break part.index;
+        }
+    };
+    ensure!(
+        parts > 2,
+        "a state of {} bytes in {parts} parts",
+        whole.len()
+    );
+    ensure!(index >= last, "the snapshot is at {index}, before {last}");
+    // Commands after the snapshot follow it, from the next index on.
+    let next = client
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await?;
+    loop {
+        let event = stream.message().await?.context("the watch ended")?;
+        match event.event {
+            Some(watch_event::Event::Entry(e)) if e.index == next.index => break,
+            Some(watch_event::Event::Entry(e)) => ensure!(e.index > index && e.index < next.index),
+            Some(watch_event::Event::Heartbeat(_)) => {}
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    let state: serde_json::Value = serde_json::from_slice(&whole)?;
+    ensure!(
+        index == at,
+        "the snapshot is at {index}, the leader's state at {at}"
+    );
+    ensure!(
+        state == leader_state,
+        "the joined parts differ from the leader's state"
+    );
+
+    // Mirrors taking parts and taking one message agree with the leader.
+    let (at, leader_state) = client.read_state().await?;
+    let leader_state = serde_json::to_value(&leader_state)?;
+    for part_bytes in [1024, 0] {
+        let mirror = Mirror::start_with_parts(client.clone(), part_bytes);
+        ensure!(
+            mirror.wait_for(at, WAIT).await,
+            "mirror ({part_bytes}) never caught up"
+        );
+        ensure!(
+            mirror.read(|s| serde_json::to_value(s))? == leader_state,
+            "mirror ({part_bytes}) differs from the leader"
+        );
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@ fn generated_grpc_code_matches_the_proto() -> anyhow::Result<()> {
         .emit_rerun_if_changed(false)
         // A state snapshot is shared by every watcher it is sent to.
         .bytes(".floe.controller.v1.StateSnapshot.state")
+        .bytes(".floe.controller.v1.StateSnapshotPart.data")
         .compile_protos(&[proto], &[root.join("proto")])
         .map_err(|e| anyhow::anyhow!("protoc failed (is protobuf-compiler installed?): {e}"))?;
     let generated = std::fs::read_to_string(out.path().join("floe.controller.v1.rs"))?;

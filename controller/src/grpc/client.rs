@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,7 +36,7 @@ use super::proto::metadata_client::MetadataClient;
 use super::proto::{
     watch_event, AddControllerRequest, ClusterStatus, ClusterStatusRequest, HeartbeatRequest,
     MembershipReply, ProposeRequest, ReadStateRequest, RemoveControllerRequest, Session,
-    WatchRequest,
+    StateSnapshotPart, WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, MAX_MESSAGE_BYTES, MAX_STATE_BYTES, REFUSED_HEADER};
 use crate::model::{apply, Command, MetadataState};
@@ -464,9 +465,15 @@ pub struct Mirror {
 impl Mirror {
     /// Starts following the controllers of `client` from the beginning.
     pub fn start(client: ControllerClient) -> Mirror {
+        Mirror::start_with_parts(client, SNAPSHOT_PART_BYTES)
+    }
+
+    /// [`Mirror::start`], taking state snapshots in parts of at most
+    /// `part_bytes` (0: in one message, as watchers before parts did).
+    pub fn start_with_parts(client: ControllerClient, part_bytes: u32) -> Mirror {
         let state = Arc::new(RwLock::new(MetadataState::default()));
         let (tx, applied) = watch::channel(0);
-        let task = tokio::spawn(follow(client, state.clone(), tx));
+        let task = tokio::spawn(follow(client, state.clone(), tx, part_bytes));
         Mirror {
             state,
             applied,
@@ -512,11 +519,12 @@ async fn follow(
     client: ControllerClient,
     state: Arc<RwLock<MetadataState>>,
     applied: watch::Sender<u64>,
+    part_bytes: u32,
 ) {
     let mut pause = Duration::from_millis(10);
     loop {
         let after = *applied.borrow();
-        match watch_once(&client, &state, &applied, after).await {
+        match watch_once(&client, &state, &applied, after, part_bytes).await {
             Ok(()) => pause = Duration::from_millis(10),
             Err(e) => {
                 tracing::debug!(error = %e, after, "metadata watch interrupted; reconnecting");
@@ -536,14 +544,19 @@ async fn watch_once(
     state: &RwLock<MetadataState>,
     applied: &watch::Sender<u64>,
     after: u64,
+    part_bytes: u32,
 ) -> Result<(), ClientError> {
     let addr = client.target()?;
     let mut stream = client
         .metadata(&addr)?
-        .watch(WatchRequest { after_index: after })
+        .watch(WatchRequest {
+            after_index: after,
+            snapshot_part_bytes: part_bytes,
+        })
         .await
         .map_err(refused)?
         .into_inner();
+    let mut parts = SnapshotParts::default();
     loop {
         let next = tokio::time::timeout(WATCH_IDLE, stream.message())
             .await
@@ -555,24 +568,20 @@ async fn watch_once(
         let Some(event) = next.map_err(refused)? else {
             return Ok(());
         };
-        match event.event {
+        let event = event.event;
+        if parts.started() && !matches!(event, Some(watch_event::Event::SnapshotPart(_))) {
+            return Err(ClientError::Decode(
+                "the watch sent another event in the middle of a state snapshot".into(),
+            ));
+        }
+        match event {
             Some(watch_event::Event::Snapshot(s)) => {
-                // Decoding (most of a second at 100,000 partitions) and
-                // dropping the old state run on the blocking pool, so the
-                // broker's reactor keeps serving and readers of the state
-                // wait only for the swap.
-                let bytes = s.state;
-                let fresh: MetadataState =
-                    tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
-                        .await
-                        .map_err(|e| ClientError::Decode(e.to_string()))?
-                        .map_err(|e| ClientError::Decode(e.to_string()))?;
-                let old = std::mem::replace(
-                    &mut *state.write().unwrap_or_else(|p| p.into_inner()),
-                    fresh,
-                );
-                applied.send_replace(s.index);
-                tokio::task::spawn_blocking(move || drop(old));
+                install(state, applied, s.index, s.state).await?;
+            }
+            Some(watch_event::Event::SnapshotPart(part)) => {
+                if let Some((index, whole)) = parts.add(part)? {
+                    install(state, applied, index, whole).await?;
+                }
             }
             Some(watch_event::Event::Entry(e)) => {
                 let current = *applied.borrow();
@@ -607,6 +616,84 @@ async fn watch_once(
     }
 }
 
+/// The size of the parts a [`Mirror`] takes state snapshots in.
+pub const SNAPSHOT_PART_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Replaces the mirrored state with the snapshot `bytes` at `index`.
+/// Decoding (most of a second at 100,000 partitions) and dropping the old
+/// state run on the blocking pool, so the broker's reactor keeps serving and
+/// readers of the state wait only for the swap.
+async fn install(
+    state: &RwLock<MetadataState>,
+    applied: &watch::Sender<u64>,
+    index: u64,
+    bytes: Bytes,
+) -> Result<(), ClientError> {
+    let fresh: MetadataState = tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))?
+        .map_err(|e| ClientError::Decode(format!("state snapshot at {index}: {e}")))?;
+    let old = std::mem::replace(
+        &mut *state.write().unwrap_or_else(|p| p.into_inner()),
+        fresh,
+    );
+    applied.send_replace(index);
+    tokio::task::spawn_blocking(move || drop(old));
+    Ok(())
+}
+
+/// A state snapshot being received in parts.
+#[derive(Default)]
+struct SnapshotParts {
+    /// The snapshot's index and total size, and the bytes so far.
+    receiving: Option<(u64, u64, BytesMut)>,
+}
+
+impl SnapshotParts {
+    fn started(&self) -> bool {
+        self.receiving.is_some()
+    }
+
+    /// Adds `part`; the index and the whole state once it is complete.
+    /// Parts out of order, of another snapshot, or past the total are a
+    /// protocol error (the watch restarts).
+    fn add(&mut self, part: StateSnapshotPart) -> Result<Option<(u64, Bytes)>, ClientError> {
+        let bad = |what: String| ClientError::Decode(format!("state snapshot part: {what}"));
+        let (index, total, buf) = match &mut self.receiving {
+            None if part.offset == 0 => {
+                // Grown as parts arrive, so memory follows the bytes
+                // received, not the total the sender claims.
+                let first = BytesMut::with_capacity(part.total.min(64 << 20) as usize);
+                self.receiving.insert((part.index, part.total, first))
+            }
+            None => return Err(bad(format!("the first part starts at {}", part.offset))),
+            Some(receiving) => receiving,
+        };
+        if part.index != *index || part.total != *total || part.offset != buf.len() as u64 {
+            return Err(bad(format!(
+                "expected index {index}, total {total}, offset {}; got {}, {}, {}",
+                buf.len(),
+                part.index,
+                part.total,
+                part.offset
+            )));
+        }
+        if part.offset + part.data.len() as u64 > *total {
+            return Err(bad(format!(
+                "{} bytes at {} run past the total {total}",
+                part.data.len(),
+                part.offset
+            )));
+        }
+        buf.extend_from_slice(&part.data);
+        if (buf.len() as u64) < *total {
+            return Ok(None);
+        }
+        let (index, _, whole) = self.receiving.take().expect("receiving");
+        Ok(Some((index, whole.freeze())))
+    }
+}
+
 /// A watch stream silent this long is given up (controllers send a
 /// heartbeat every second).
 const WATCH_IDLE: Duration = Duration::from_secs(3);
@@ -626,5 +713,63 @@ mod tests {
             .metadata_mut()
             .insert(REFUSED_HEADER, "CannotDrain".parse().unwrap());
         assert!(classify(&refused).is_none());
+    }
+
+    fn part(index: u64, total: u64, offset: u64, data: &'static [u8]) -> StateSnapshotPart {
+        StateSnapshotPart {
+            index,
+            total,
+            offset,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn snapshot_parts_join_in_order_and_anything_else_is_refused() {
+        let mut parts = SnapshotParts::default();
+        assert_eq!(parts.add(part(7, 6, 0, b"ab")).unwrap(), None);
+        assert!(parts.started());
+        assert_eq!(parts.add(part(7, 6, 2, b"cd")).unwrap(), None);
+        let (index, whole) = parts.add(part(7, 6, 4, b"ef")).unwrap().unwrap();
+        assert_eq!((index, &whole[..]), (7, &b"abcdef"[..]));
+        assert!(!parts.started());
+        // An empty state is one empty part.
+        assert_eq!(
+            parts.add(part(8, 0, 0, b"")).unwrap(),
+            Some((8, Bytes::new()))
+        );
+
+        let refused = |steps: &[StateSnapshotPart]| {
+            let mut parts = SnapshotParts::default();
+            let mut last = Ok(None);
+            for p in steps {
+                last = parts.add(p.clone());
+                if last.is_err() {
+                    break;
+                }
+            }
+            matches!(last, Err(ClientError::Decode(_)))
+        };
+        assert!(refused(&[part(7, 6, 2, b"cd")]), "not starting at 0");
+        assert!(
+            refused(&[part(7, 6, 0, b"ab"), part(7, 6, 4, b"ef")]),
+            "a gap"
+        );
+        assert!(
+            refused(&[part(7, 6, 0, b"ab"), part(7, 6, 0, b"ab")]),
+            "a repeat"
+        );
+        assert!(
+            refused(&[part(7, 6, 0, b"ab"), part(8, 6, 2, b"cd")]),
+            "another index"
+        );
+        assert!(
+            refused(&[part(7, 6, 0, b"ab"), part(7, 9, 2, b"cd")]),
+            "another total"
+        );
+        assert!(refused(&[part(7, 3, 0, b"abcd")]), "past the total");
+        // A total larger than one message may carry is fine in parts.
+        let mut parts = SnapshotParts::default();
+        assert_eq!(parts.add(part(7, 2 << 30, 0, b"ab")).unwrap(), None);
     }
 }

@@ -59,11 +59,16 @@ pub struct WatchRequest {
     /// Stream commands after this sequence number; 0 streams everything.
     #[prost(uint64, tag = "1")]
     pub after_index: u64,
+    /// Send a state snapshot as `snapshot_part`s of at most this many bytes of
+    /// state each (raised to 1 KiB, lowered to 32 MiB); 0 (watchers that
+    /// predate parts) sends it as one `snapshot` message.
+    #[prost(uint32, tag = "2")]
+    pub snapshot_part_bytes: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchEvent {
-    #[prost(oneof = "watch_event::Event", tags = "1, 2, 3")]
+    #[prost(oneof = "watch_event::Event", tags = "1, 2, 3, 4")]
     pub event: ::core::option::Option<watch_event::Event>,
 }
 /// Nested message and enum types in `WatchEvent`.
@@ -77,7 +82,28 @@ pub mod watch_event {
         Entry(super::AppliedEntry),
         #[prost(message, tag = "3")]
         Heartbeat(super::WatchHeartbeat),
+        #[prost(message, tag = "4")]
+        SnapshotPart(super::StateSnapshotPart),
     }
+}
+/// One piece of a state snapshot. A snapshot's pieces come in order
+/// (`offset` 0 first) with no other event between them; the watcher joins
+/// their `data` and has the whole state (a `StateSnapshot.state`) once
+/// `offset + len(data) == total`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StateSnapshotPart {
+    /// The metadata sequence number the state includes every command up to.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// Bytes of the whole state.
+    #[prost(uint64, tag = "2")]
+    pub total: u64,
+    /// Where `data` starts in the whole state.
+    #[prost(uint64, tag = "3")]
+    pub offset: u64,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// Sent about every second while nothing is applied, so a watcher can tell a
 /// quiet stream from a dead or isolated controller.

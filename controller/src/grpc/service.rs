@@ -26,7 +26,8 @@ use super::proto::metadata_server::Metadata;
 use super::proto::raft_peer_server::RaftPeer;
 use super::proto::{
     watch_event, AppliedEntry, HeartbeatReply, HeartbeatRequest, ProposeReply, ProposeRequest,
-    RaftPayload, ReadStateRequest, StateSnapshot, WatchEvent, WatchHeartbeat, WatchRequest,
+    RaftPayload, ReadStateRequest, StateSnapshot, StateSnapshotPart, WatchEvent, WatchHeartbeat,
+    WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
 use crate::model::Command;
@@ -426,6 +427,7 @@ impl ApiService {
 async fn run_watch(
     service: ApiService,
     mut after: u64,
+    part_bytes: u32,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
 ) {
     let mut applied = service.sm.subscribe();
@@ -436,9 +438,7 @@ async fn run_watch(
             FeedRead::Behind => match service.watch_snapshot().await {
                 Ok(snapshot) => {
                     after = snapshot.index;
-                    vec![WatchEvent {
-                        event: Some(watch_event::Event::Snapshot(snapshot)),
-                    }]
+                    snapshot_events(snapshot, part_bytes)
                 }
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
@@ -561,9 +561,14 @@ impl Metadata for ApiService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let after = request.into_inner().after_index;
+        let request = request.into_inner();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(run_watch(self.clone(), after, tx));
+        tokio::spawn(run_watch(
+            self.clone(),
+            request.after_index,
+            request.snapshot_part_bytes,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -578,4 +583,103 @@ impl Metadata for ApiService {
 
 fn encode_failed(e: std::io::Error) -> Status {
     Status::internal(format!("cannot encode the state: {e}"))
+}
+
+/// Smallest and largest state snapshot parts a watcher gets.
+const SNAPSHOT_PART_BYTES: std::ops::RangeInclusive<usize> = 1024..=32 * 1024 * 1024;
+
+/// A state snapshot as watch events: one `snapshot` when the watcher asked
+/// for no parts (`part_bytes` 0), else `snapshot_part`s of at most
+/// `part_bytes` (clamped to [`SNAPSHOT_PART_BYTES`]) that share the
+/// snapshot's buffer.
+fn snapshot_events(snapshot: StateSnapshot, part_bytes: u32) -> Vec<WatchEvent> {
+    if part_bytes == 0 {
+        return vec![WatchEvent {
+            event: Some(watch_event::Event::Snapshot(snapshot)),
+        }];
+    }
+    let part =
+        (part_bytes as usize).clamp(*SNAPSHOT_PART_BYTES.start(), *SNAPSHOT_PART_BYTES.end());
+    let total = snapshot.state.len();
+    (0..total.max(1))
+        .step_by(part)
+        .map(|offset| WatchEvent {
+            event: Some(watch_event::Event::SnapshotPart(StateSnapshotPart {
+                index: snapshot.index,
+                total: total as u64,
+                offset: offset as u64,
+                data: snapshot
+                    .state
+                    .slice(offset.min(total)..(offset + part).min(total)),
+            })),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn parts(events: &[WatchEvent]) -> Vec<(u64, u64, u64, usize)> {
+        events
+            .iter()
+            .map(|e| match &e.event {
+                Some(watch_event::Event::SnapshotPart(p)) => {
+                    (p.index, p.total, p.offset, p.data.len())
+                }
+                other => panic!("not a part: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshots_are_cut_into_parts_of_the_size_asked_for_within_bounds() {
+        let state = Bytes::from(vec![b'x'; 2500]);
+        let snapshot = || StateSnapshot {
+            index: 9,
+            state: state.clone(),
+        };
+        let whole = snapshot_events(snapshot(), 0);
+        assert!(matches!(
+            &whole[..],
+            [WatchEvent { event: Some(watch_event::Event::Snapshot(s)) }] if s.state.len() == 2500
+        ));
+        assert_eq!(
+            parts(&snapshot_events(snapshot(), 1000)),
+            vec![
+                (9, 2500, 0, 1024),
+                (9, 2500, 1024, 1024),
+                (9, 2500, 2048, 452)
+            ]
+        );
+        assert_eq!(
+            parts(&snapshot_events(snapshot(), 2500)),
+            vec![(9, 2500, 0, 2500)]
+        );
+        assert_eq!(
+            parts(&snapshot_events(snapshot(), u32::MAX)),
+            vec![(9, 2500, 0, 2500)]
+        );
+        let empty = StateSnapshot {
+            index: 3,
+            state: Bytes::new(),
+        };
+        assert_eq!(parts(&snapshot_events(empty, 4096)), vec![(3, 0, 0, 0)]);
+        // Large states: parts of at most 32 MiB, sharing the snapshot's buffer.
+        let big = Bytes::from(vec![0u8; 70 << 20]);
+        let events = snapshot_events(
+            StateSnapshot {
+                index: 1,
+                state: big.clone(),
+            },
+            u32::MAX,
+        );
+        assert_eq!(parts(&events).iter().map(|p| p.3).max(), Some(32 << 20));
+        let Some(watch_event::Event::SnapshotPart(first)) = &events[0].event else {
+            unreachable!()
+        };
+        assert_eq!(first.data.as_ptr(), big.as_ptr());
+    }
 }
