@@ -667,4 +667,6 @@ mod moves_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
+mod soup_tests;
+#[cfg(test)]
 mod tests;

@@ -183,3 +183,19 @@ pub fn check_invariants(state: &MetadataState) {
         .collect();
     assert_eq!(live, references, "live_entries disagree with the index");
 }
+
+/// xorshift64*: a small deterministic generator, so a failure names its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

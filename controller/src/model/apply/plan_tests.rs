@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::moves::weights;
 use super::placement::{less, Load};
-use crate::model::fixture::{create_topic_on, register, Driver};
+use crate::model::fixture::{create_topic_on, register, Driver, Rng};
 use crate::model::{Command, MetadataState, Move, PartitionId};
 
 /// The plan as first written: for each move, every partition of the heavy
@@ -98,22 +98,6 @@ fn reference_plan(state: &MetadataState) -> Vec<Move> {
         *totals.entry(light).or_default() += w;
     }
     plan
-}
-
-/// xorshift64*: a small deterministic generator, so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// A random cluster: 2–6 brokers (some in zones, some fenced or draining),
