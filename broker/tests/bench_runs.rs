@@ -80,12 +80,12 @@ fn every_phase_runs_and_reports() {
         assert!(p50 > 0.0 && p99 >= p50, "{phase}: p50 {p50} p99 {p99}");
         assert!(number(&report, &format!("{phase}.puts")) > 0.0, "{phase}");
     }
-    // The schedule held: 20 MB/s offered is 20 MB/s appended (the run ends
-    // when the schedule does, plus the last acks).
-    let paced = number(&report, "volume_paced.append_mb_s");
+    // The schedule was kept: 20 MB/s offered for 0.6 s is 12 MB issued,
+    // however long the last acks take on a busy machine.
+    let paced = number(&report, "volume_paced.bytes");
     assert!(
-        (12.0..=21.0).contains(&paced),
-        "paced phase appended {paced} MB/s"
+        (11.9e6..=12.1e6).contains(&paced),
+        "paced phase issued {paced} bytes"
     );
     assert_eq!(number(&report, "volume_paced.target_mb_s"), 20.0);
     for diff in [
