@@ -750,24 +750,17 @@ mod tests {
             }
             matches!(last, Err(ClientError::Decode(_)))
         };
-        assert!(refused(&[part(7, 6, 2, b"cd")]), "not starting at 0");
-        assert!(
-            refused(&[part(7, 6, 0, b"ab"), part(7, 6, 4, b"ef")]),
-            "a gap"
-        );
-        assert!(
-            refused(&[part(7, 6, 0, b"ab"), part(7, 6, 0, b"ab")]),
-            "a repeat"
-        );
-        assert!(
-            refused(&[part(7, 6, 0, b"ab"), part(8, 6, 2, b"cd")]),
-            "another index"
-        );
-        assert!(
-            refused(&[part(7, 6, 0, b"ab"), part(7, 9, 2, b"cd")]),
-            "another total"
-        );
-        assert!(refused(&[part(7, 3, 0, b"abcd")]), "past the total");
+        let ab = || part(7, 6, 0, b"ab");
+        for (steps, why) in [
+            (vec![part(7, 6, 2, b"cd")], "not starting at 0"),
+            (vec![ab(), part(7, 6, 4, b"ef")], "a gap"),
+            (vec![ab(), ab()], "a repeat"),
+            (vec![ab(), part(8, 6, 2, b"cd")], "another index"),
+            (vec![ab(), part(7, 9, 2, b"cd")], "another total"),
+            (vec![part(7, 3, 0, b"abcd")], "past the total"),
+        ] {
+            assert!(refused(&steps), "{why}");
+        }
         // A total larger than one message may carry is fine in parts.
         let mut parts = SnapshotParts::default();
         assert_eq!(parts.add(part(7, 2 << 30, 0, b"ab")).unwrap(), None);
