@@ -44,7 +44,7 @@ pub use feed::{FeedEvent, FeedRead, FEED_CAPACITY};
 pub use log_store::LogStore;
 pub use router::{Router, RouterConnection, RouterNetwork};
 pub use sessions::{Answered, Batch, Proposal, SessionId};
-pub use state_machine::StateMachine;
+pub use state_machine::{StateMachine, ENCODING_KEPT};
 
 /// What applying one committed entry answers the proposer: the pure
 /// `apply`'s own result (a refusal is deterministic, so it is a normal

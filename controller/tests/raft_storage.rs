@@ -219,3 +219,23 @@ async fn watchers_behind_the_feed_share_one_state_copy_and_reads_see_the_latest(
     assert_eq!(sm.state_json().await?.1.as_ptr(), renewed.as_ptr());
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_state_encoding_is_kept_for_a_while_then_dropped() -> anyhow::Result<()> {
+    use floe_controller::raft::ENCODING_KEPT;
+
+    let dir = tempfile::tempdir()?;
+    let mut sm = StateMachine::open(dir.path().to_owned()).await?;
+    sm.apply([normal(1, 1, register(1))]).await?;
+    let (_, first) = sm.watch_snapshot().await?;
+    tokio::time::sleep(ENCODING_KEPT / 2).await;
+    let (_, again) = sm.watch_snapshot().await?;
+    assert_eq!(again.as_ptr(), first.as_ptr(), "kept for more readers");
+    tokio::time::sleep(ENCODING_KEPT).await;
+    // `first` is still alive here, so a new encoding has another address.
+    let (seq, later) = sm.watch_snapshot().await?;
+    assert_eq!(seq, 1);
+    assert_ne!(later.as_ptr(), first.as_ptr(), "dropped after a while");
+    assert_eq!(later, first);
+    Ok(())
+}

@@ -34,6 +34,10 @@ use super::{ControllerNode as BasicNode, NodeId, Response, StorageError, TypeCon
 use crate::model::{apply, MetadataState};
 
 const SNAPSHOT_FILE: &str = "raft-snapshot.json";
+/// How long a state encoding is kept for more readers: long enough for the
+/// brokers that reconnect together after a leader change, short enough that
+/// a large state's copy does not stay in memory for nothing.
+pub const ENCODING_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bumped when the snapshot's shape changes incompatibly.
 const FORMAT_VERSION: u32 = 1;
 
@@ -47,10 +51,19 @@ pub struct StateMachine {
     feed: Arc<Mutex<Feed>>,
     /// The last snapshot built or installed: its meta and its bytes.
     current: Arc<Mutex<Option<StoredSnapshot>>>,
-    /// The last state JSON encoded for a reader, with its metadata sequence
-    /// number. The lock is held while a new one is encoded, so readers that
-    /// arrive meanwhile wait for it instead of encoding their own.
-    encoded: Arc<tokio::sync::Mutex<Option<(u64, Bytes)>>>,
+    /// The last state JSON encoded for a reader. The lock is held while a
+    /// new one is encoded, so readers that arrive meanwhile wait for it
+    /// instead of encoding their own.
+    encoded: Arc<tokio::sync::Mutex<Encoded>>,
+}
+
+/// The last state encoding, kept for [`ENCODING_KEPT`] after it was made.
+#[derive(Debug, Default)]
+struct Encoded {
+    /// Counts encodings, so a timer clears only the one it was set for.
+    generation: u64,
+    /// The metadata sequence number and the JSON.
+    latest: Option<(u64, Bytes)>,
 }
 
 /// A snapshot's meta and its bytes.
@@ -139,7 +152,7 @@ impl StateMachine {
             feed: Arc::new(Mutex::new(feed)),
             applied: Arc::new(RwLock::new(applied)),
             current: Arc::new(Mutex::new(current)),
-            encoded: Arc::new(tokio::sync::Mutex::new(None)),
+            encoded: Arc::default(),
         })
     }
 
@@ -170,7 +183,8 @@ impl StateMachine {
     /// and the metadata sequence number it restarts from: the copy encoded
     /// for an earlier reader while the feed still continues from it (so a
     /// hundred brokers catching up after a leader change cost one encoding
-    /// and one copy in memory), else a new one.
+    /// and one copy in memory) and at most [`ENCODING_KEPT`] old, else a
+    /// new one.
     pub async fn watch_snapshot(&self) -> std::io::Result<(u64, Bytes)> {
         self.encoded(|seq| !matches!(self.feed().after(seq, 0), FeedRead::Behind))
             .await
@@ -182,7 +196,7 @@ impl StateMachine {
     /// encoded on the blocking pool, so `apply` never waits for an encoding.
     async fn encoded(&self, usable: impl Fn(u64) -> bool) -> std::io::Result<(u64, Bytes)> {
         let mut encoded = self.encoded.lock().await;
-        if let Some((seq, bytes)) = encoded.as_ref() {
+        if let Some((seq, bytes)) = encoded.latest.as_ref() {
             if usable(*seq) {
                 return Ok((*seq, bytes.clone()));
             }
@@ -196,7 +210,16 @@ impl StateMachine {
             .map_err(std::io::Error::other)?
             .map_err(std::io::Error::other)?;
         let bytes = Bytes::from(json);
-        *encoded = Some((seq, bytes.clone()));
+        encoded.generation += 1;
+        encoded.latest = Some((seq, bytes.clone()));
+        let (cache, generation) = (self.encoded.clone(), encoded.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(ENCODING_KEPT).await;
+            let mut encoded = cache.lock().await;
+            if encoded.generation == generation {
+                encoded.latest = None;
+            }
+        });
         Ok((seq, bytes))
     }
 
