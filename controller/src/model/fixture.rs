@@ -123,25 +123,36 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn ok(&mut self, cmd: Command) -> Outcome {
-        let index = self.state.last_applied + 1;
-        let outcome = apply(&mut self.state, index, &cmd)
-            .unwrap_or_else(|e| panic!("{cmd:?} was refused: {e}"));
-        assert_eq!(self.state.last_applied, index);
-        check_invariants(&self.state);
-        outcome
-    }
-
-    pub fn refused(&mut self, cmd: Command) -> ApplyError {
+    /// Applies `cmd` as the next command: an accepted one must leave the
+    /// invariants intact, a refused one (with a message) the state untouched.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, ApplyError> {
         let before = self.state.clone();
         let names_before = self.state.topic_names.clone();
         let index = self.state.last_applied + 1;
-        let Err(err) = apply(&mut self.state, index, &cmd) else {
+        let result = apply(&mut self.state, index, cmd);
+        match &result {
+            Ok(_) => {
+                assert_eq!(self.state.last_applied, index);
+                check_invariants(&self.state);
+            }
+            Err(err) => {
+                assert_eq!(self.state, before, "refused {cmd:?} changed the state");
+                assert_eq!(self.state.topic_names, names_before);
+                assert!(!err.to_string().is_empty());
+            }
+        }
+        result
+    }
+
+    pub fn ok(&mut self, cmd: Command) -> Outcome {
+        self.apply(&cmd)
+            .unwrap_or_else(|e| panic!("{cmd:?} was refused: {e}"))
+    }
+
+    pub fn refused(&mut self, cmd: Command) -> ApplyError {
+        let Err(err) = self.apply(&cmd) else {
             panic!("{cmd:?} was accepted");
         };
-        assert_eq!(self.state, before, "refused {cmd:?} changed the state");
-        assert_eq!(self.state.topic_names, names_before);
-        assert!(!err.to_string().is_empty());
         err
     }
 }
