@@ -254,14 +254,11 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     sm.apply([probe("probe-before".into(), index)]).await?;
     let reader = {
         let sm = sm.clone();
-        tokio::spawn(async move { sm.state_json().await.map(|_| ()) })
+        tokio::spawn(async move { Ok(sm.state_json().await.map(|_| ())?) })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let t = Instant::now();
     index += 1;
-    sm.apply([probe("probe-watch".into(), index)]).await?;
-    let apply_during_state_json_ms = t.elapsed().as_secs_f64() * 1e3;
-    reader.await??;
+    let apply_during_state_json_ms =
+        apply_during(&mut sm, probe("probe-watch".into(), index), reader).await?;
     // Sixteen watchers that all fell behind the feed (a leader change).
     let fillers = floe_controller::raft::FEED_CAPACITY + 1;
     let filler: Vec<_> = (0..fillers)
@@ -286,14 +283,11 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
     anyhow::ensure!(seqs.len() == 1, "watchers got different snapshots");
     let builder = {
         let mut b = sm.get_snapshot_builder().await;
-        tokio::spawn(async move { b.build_snapshot().await.map(|_| ()) })
+        tokio::spawn(async move { Ok(b.build_snapshot().await.map(|_| ())?) })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let t = Instant::now();
     index += 1;
-    sm.apply([probe("probe-snapshot".into(), index)]).await?;
-    let apply_during_snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
-    builder.await??;
+    let apply_during_snapshot_ms =
+        apply_during(&mut sm, probe("probe-snapshot".into(), index), builder).await?;
 
     let t = Instant::now();
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
@@ -332,6 +326,23 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Milliseconds `entry` takes to apply while `work` (started 20 ms
+/// earlier, so that it is under way) runs; then waits for `work`.
+async fn apply_during(
+    sm: &mut floe_controller::raft::StateMachine,
+    entry: openraft::Entry<floe_controller::raft::TypeConfig>,
+    work: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<f64> {
+    use openraft::storage::RaftStateMachine;
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Instant::now();
+    sm.apply([entry]).await?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    work.await??;
+    Ok(ms)
 }
 
 /// The rebalance plan when a fourth broker joins three that lead
