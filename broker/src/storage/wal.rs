@@ -1,5 +1,6 @@
 //! The `volume`-mode write-ahead log: checksummed segments in a local
-//! directory, written by one dedicated thread with group commit.
+//! directory, written with group commit by two worker threads, so one
+//! group is gathered and written while the previous one is synced.
 //!
 //! Contract: a submission's completion fires only after its bytes are
 //! fsynced (`File::sync_data`), and completions fire in submission order. A
@@ -15,10 +16,11 @@
 mod format;
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
 use bytes::{Bytes, BytesMut};
@@ -29,6 +31,10 @@ use format::{begin_group, encode_record, finish_group, header_block, push_traile
 
 /// Group commit stops gathering at this many bytes so one fsync stays bounded.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// Groups being made durable at once: while one group's `fdatasync` runs,
+/// the next is gathered, written and synced. Recovery relies on this bound
+/// ([`format::UNACKNOWLEDGED_GROUPS`]).
+const SYNCS_IN_FLIGHT: usize = format::UNACKNOWLEDGED_GROUPS;
 /// Trimmed segments kept for reuse; more are deleted.
 const REUSE_POOL: usize = 2;
 /// The extension of a released segment kept for reuse (recovery ignores it).
@@ -90,10 +96,11 @@ impl WalError {
     }
 }
 
-/// Handle to the WAL writer thread.
+/// Handle to the WAL's worker threads.
 pub struct Wal {
     tx: mpsc::Sender<Request>,
-    thread: Option<thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    workers: Vec<thread::JoinHandle<()>>,
 }
 
 enum Request {
@@ -150,28 +157,38 @@ impl Wal {
             .map_err(spawn_err)?;
         let _ = keeper.send(Job::Prepare(next_seq + 1));
         let (tx, rx) = mpsc::channel();
-        let mut writer = Writer {
+        let writer = Writer {
+            rx,
             keeper,
             keeper_thread: Some(keeper_thread),
             spares,
             dir: dir.to_owned(),
-            file: active.0,
+            file: Arc::new(active.0),
             pos: BLOCK as u64,
             segment_bytes,
             segments,
-            poisoned: None,
+            closed: false,
+            buf: Vec::with_capacity(1 << 20),
         };
-        let thread = thread::Builder::new()
-            .name("floe-wal".into())
-            .spawn(move || writer.run(rx))
-            .map_err(spawn_err)?;
-        Ok((
-            Wal {
-                tx,
-                thread: Some(thread),
-            },
-            records,
-        ))
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(writer),
+            acks: Mutex::new(Acks::default()),
+            acked: Condvar::new(),
+        });
+        let mut wal = Wal {
+            tx,
+            shared: shared.clone(),
+            workers: Vec::new(),
+        };
+        for i in 0..SYNCS_IN_FLIGHT {
+            let shared = shared.clone();
+            let worker = thread::Builder::new()
+                .name(format!("floe-wal-{i}"))
+                .spawn(move || shared.work())
+                .map_err(spawn_err)?;
+            wal.workers.push(worker);
+        }
+        Ok((wal, records))
     }
 
     /// Queue records; the receiver fires once they are durable.
@@ -193,10 +210,17 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after it drains what is queued.
+        // Closing the channel ends the workers after they drain what is
+        // queued and sync what they wrote.
         let (tx, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(t) = self.thread.take() {
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        // Closing the keeper's channel ends it once its queue is done.
+        let mut w = lock(&self.shared.writer);
+        drop(std::mem::replace(&mut w.keeper, mpsc::channel().0));
+        if let Some(t) = w.keeper_thread.take() {
             let _ = t.join();
         }
     }
@@ -268,55 +292,97 @@ fn keep_files(
 }
 
 struct Writer {
+    /// Appends and trims, taken by whichever worker holds the writer.
+    rx: mpsc::Receiver<Request>,
     /// Prepares segment files and takes released ones, on its own thread.
     keeper: mpsc::Sender<Job>,
-    /// Joined when the writer ends, so no file work outlives the log.
+    /// Joined when the log is dropped, so no file work outlives it.
     keeper_thread: Option<thread::JoinHandle<()>>,
     /// Segments prepared ahead.
     spares: mpsc::Receiver<Spare>,
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
     /// Where the next group starts in the active segment (block-aligned).
     pos: u64,
     segment_bytes: u64,
     segments: Vec<SegmentInfo>,
+    /// The request channel is closed and drained: workers stop.
+    closed: bool,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
+}
+
+/// Groups written and not yet acknowledged, in write order, and whether the
+/// log is poisoned. Acknowledgements leave from the front only, so they
+/// fire in submission order whichever `fdatasync` returns first.
+#[derive(Default)]
+struct Acks {
+    pending: VecDeque<Written>,
+    next_id: u64,
     /// Why the log is poisoned, once a write, fsync or rotation failed.
     poisoned: Option<String>,
 }
 
-impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Request>) {
-        self.serve(rx);
-        // Closing the keeper's channel ends it once its queue is done.
-        drop(std::mem::replace(&mut self.keeper, mpsc::channel().0));
-        if let Some(t) = self.keeper_thread.take() {
-            let _ = t.join();
-        }
-    }
+struct Written {
+    id: u64,
+    /// The segment it was written to: an `fdatasync` covers one file.
+    seq: u64,
+    durable: bool,
+    done: Vec<oneshot::Sender<Result<(), WalError>>>,
+}
 
-    fn serve(&mut self, rx: mpsc::Receiver<Request>) {
-        let mut buf = Vec::with_capacity(1 << 20);
-        while let Ok(first) = rx.recv() {
-            let mut group = Vec::new();
+/// What the workers share: the writer (one holder at a time gathers,
+/// encodes and writes a group) and the acknowledgements.
+struct Shared {
+    writer: Mutex<Writer>,
+    acks: Mutex<Acks>,
+    /// Signalled whenever the pending groups change.
+    acked: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Group = Vec<(Vec<WalRecord>, oneshot::Sender<Result<(), WalError>>)>;
+
+impl Shared {
+    /// One worker: take the writer, gather everything queued into a group,
+    /// write it, let go of the writer, `fdatasync`. While one worker syncs,
+    /// the next gathers and writes the following group, so up to
+    /// [`SYNCS_IN_FLIGHT`] groups are being made durable at once, and the
+    /// worker that writes a group also syncs it (no hand-off between
+    /// threads on the way to the disk).
+    fn work(&self) {
+        loop {
+            let mut w = lock(&self.writer);
+            if w.closed {
+                return;
+            }
+            let Ok(first) = w.rx.recv() else {
+                w.closed = true;
+                return;
+            };
+            let mut group: Group = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
             // Gather everything already queued: one write + one fsync for the group.
             while let Some(req) = next.take() {
                 match req {
-                    Request::Trim { committed } => self.trim(&committed),
+                    Request::Trim { committed } => w.trim(&committed),
                     Request::Append { records, done } => {
                         bytes += records.iter().map(|r| r.batch.len()).sum::<usize>();
                         group.push((records, done));
                     }
                 }
                 if bytes < MAX_GROUP_BYTES {
-                    next = rx.try_recv().ok();
+                    next = w.rx.try_recv().ok();
                 }
             }
             if group.is_empty() {
                 continue;
             }
-            if let Some(cause) = &self.poisoned {
+            if let Some(cause) = lock(&self.acks).poisoned.clone() {
                 for (_, done) in group {
                     let _ = done.send(Err(WalError::Poisoned {
                         cause: cause.clone(),
@@ -324,15 +390,15 @@ impl Writer {
                 }
                 continue;
             }
+            let seq = w.segments.last().expect("active segment").seq;
             let count: usize = group.iter().map(|(records, _)| records.len()).sum();
             if count == 0 {
-                // Only empty submissions (barriers): nothing to make durable.
-                for (_, done) in group {
-                    let _ = done.send(Ok(()));
-                }
+                // Only empty submissions (barriers): nothing to write; they
+                // are acknowledged once every group before them is.
+                self.register(seq, true, group);
                 continue;
             }
-            let seq = self.segments.last().expect("active segment").seq;
+            let mut buf = std::mem::take(&mut w.buf);
             buf.clear();
             let start = begin_group(&mut buf);
             for (records, _) in &group {
@@ -342,48 +408,153 @@ impl Writer {
             }
             finish_group(&mut buf, start, seq, count as u32);
             // The group that fills the segment closes it in the same write.
-            let closes = self.pos + buf.len() as u64 >= self.segment_bytes;
+            let closes = w.pos + buf.len() as u64 >= w.segment_bytes;
             if closes {
                 push_trailer(&mut buf, seq);
             }
-            match self.write_durably(&buf) {
-                Ok(()) => {
-                    let info = self.segments.last_mut().expect("active segment");
-                    for (records, _) in &group {
-                        for r in records {
-                            let e = info.max_end.entry(r.partition).or_insert(0);
-                            *e = (*e).max(r.end_offset);
-                        }
-                    }
-                    for (_, done) in group {
-                        let _ = done.send(Ok(()));
-                    }
-                    if closes {
-                        if let Err(e) = self.rotate() {
-                            tracing::error!(error = %e, "WAL segment rotation failed; poisoning the WAL");
-                            self.poisoned = Some(e.to_string());
-                        }
+            let written = w.write(&buf);
+            w.buf = buf;
+            if let Err(e) = written {
+                tracing::error!(error = %e, "WAL write failed; poisoning the WAL");
+                for (_, done) in group {
+                    let _ = done.send(Err(e.for_waiter()));
+                }
+                self.poison(e.to_string());
+                continue;
+            }
+            let info = w.segments.last_mut().expect("active segment");
+            for (records, _) in &group {
+                for r in records {
+                    let e = info.max_end.entry(r.partition).or_insert(0);
+                    *e = (*e).max(r.end_offset);
+                }
+            }
+            let path = info.path.clone();
+            let file = w.file.clone();
+            let id = self.register(seq, false, group);
+            if closes {
+                // Sync while still holding the writer, and wait for the
+                // other groups in flight: nothing is written to the next
+                // segment before this one is wholly durable, so an older
+                // segment never has a torn group.
+                self.sync(&file, &path, id, seq);
+                let mut acks = lock(&self.acks);
+                while !acks.pending.is_empty() {
+                    acks = self.acked.wait(acks).unwrap_or_else(|e| e.into_inner());
+                }
+                let poisoned = acks.poisoned.is_some();
+                drop(acks);
+                if !poisoned {
+                    if let Err(e) = w.rotate() {
+                        tracing::error!(error = %e, "WAL segment rotation failed; poisoning the WAL");
+                        self.poison(e.to_string());
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "WAL write failed; poisoning the WAL");
-                    self.poisoned = Some(e.to_string());
-                    for (_, done) in group {
+                continue;
+            }
+            drop(w);
+            self.sync(&file, &path, id, seq);
+        }
+    }
+
+    /// Queue a written group (or a barrier) for acknowledgement; returns its id.
+    fn register(&self, seq: u64, durable: bool, group: Group) -> u64 {
+        let mut acks = lock(&self.acks);
+        let id = acks.next_id;
+        acks.next_id += 1;
+        acks.pending.push_back(Written {
+            id,
+            seq,
+            durable,
+            done: group.into_iter().map(|(_, done)| done).collect(),
+        });
+        ack_front(&mut acks);
+        self.acked.notify_all();
+        id
+    }
+
+    /// `fdatasync` the segment group `id` was written to, then acknowledge
+    /// every group this made durable that has nothing unacknowledged
+    /// before it. A sync that began after group `id` was written covers
+    /// every earlier group of the same file too.
+    fn sync(&self, file: &File, path: &Path, id: u64, seq: u64) {
+        match file.sync_data() {
+            Ok(()) => {
+                let mut acks = lock(&self.acks);
+                if acks.poisoned.is_none() {
+                    synced(&mut acks, id, seq);
+                }
+                self.acked.notify_all();
+            }
+            Err(source) => {
+                let e = WalError::Write {
+                    path: path.to_owned(),
+                    source,
+                };
+                tracing::error!(error = %e, "WAL fsync failed; poisoning the WAL");
+                let mut acks = lock(&self.acks);
+                for w in acks.pending.drain(..) {
+                    for done in w.done {
                         let _ = done.send(Err(e.for_waiter()));
                     }
                 }
+                acks.poisoned.get_or_insert_with(|| e.to_string());
+                self.acked.notify_all();
             }
         }
     }
 
-    fn write_durably(&mut self, buf: &[u8]) -> Result<(), WalError> {
+    /// Fail every group not yet acknowledged and every later submission:
+    /// after a failed write or fsync nothing unacknowledged can be trusted
+    /// to be durable, and fsync is never retried.
+    fn poison(&self, cause: String) {
+        let mut acks = lock(&self.acks);
+        for w in acks.pending.drain(..) {
+            for done in w.done {
+                let _ = done.send(Err(WalError::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+        }
+        acks.poisoned.get_or_insert(cause);
+        self.acked.notify_all();
+    }
+}
+
+/// Group `id` of segment `seq` was synced: it and every earlier group of
+/// that segment are durable; acknowledge what that frees at the front.
+fn synced(acks: &mut Acks, id: u64, seq: u64) {
+    for w in acks.pending.iter_mut() {
+        if w.id > id {
+            break;
+        }
+        if w.seq == seq {
+            w.durable = true;
+        }
+    }
+    ack_front(acks);
+}
+
+/// Acknowledge the durable groups at the front of the queue.
+fn ack_front(acks: &mut Acks) {
+    while acks.pending.front().is_some_and(|w| w.durable) {
+        let w = acks.pending.pop_front().expect("front");
+        for done in w.done {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+impl Writer {
+    /// Write a group at the next position of the active segment (no sync).
+    fn write(&mut self, buf: &[u8]) -> Result<(), WalError> {
         let path = &self.segments.last().expect("active segment").path;
-        let err = |source| WalError::Write {
-            path: path.clone(),
-            source,
-        };
-        self.file.write_all_at(buf, self.pos).map_err(err)?;
-        self.file.sync_data().map_err(err)?;
+        self.file
+            .write_all_at(buf, self.pos)
+            .map_err(|source| WalError::Write {
+                path: path.clone(),
+                source,
+            })?;
         self.pos += buf.len() as u64;
         Ok(())
     }
@@ -392,7 +563,7 @@ impl Writer {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let (file, path) = self.next_segment(seq)?;
         let _ = self.keeper.send(Job::Prepare(seq + 1));
-        self.file = file;
+        self.file = Arc::new(file);
         self.pos = BLOCK as u64;
         self.segments.push(SegmentInfo {
             seq,

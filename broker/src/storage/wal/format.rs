@@ -40,6 +40,11 @@ pub(super) const RECORD_PREFIX: usize = 8;
 /// topic id(16) + partition(4) + base offset(8) + leader epoch(4)
 const RECORD_FIXED: usize = 32;
 
+/// The most groups of the newest segment that can be written but not yet
+/// acknowledged when the broker stops: the WAL makes this many durable at
+/// once. A torn group can have up to one fewer intact groups after it.
+pub(super) const UNACKNOWLEDGED_GROUPS: usize = 2;
+
 pub(super) fn align_up(n: usize) -> usize {
     n.div_ceil(BLOCK) * BLOCK
 }
@@ -156,16 +161,20 @@ struct Scan {
     /// The end of the last good group (or of the header block).
     valid_len: usize,
     ending: Ending,
-    /// A group of this segment exists on a block boundary past where the
-    /// scan stopped: the data there was acknowledged, so whatever stopped
-    /// the scan is corruption, not a torn or stale tail.
-    later_group: bool,
+    /// Groups of this segment on block boundaries past where the scan
+    /// stopped. A torn write can be followed by fewer than
+    /// [`UNACKNOWLEDGED_GROUPS`] of them (written while it was being
+    /// synced, never acknowledged); more prove that whatever stopped the
+    /// scan had been acknowledged: corruption, not a torn or stale tail.
+    later_groups: usize,
 }
 
 impl Scan {
     /// Holds anything written under its own sequence number.
     fn written(&self) -> bool {
-        self.groups > 0 || self.later_group || !matches!(self.ending, Ending::Stale | Ending::Eof)
+        self.groups > 0
+            || self.later_groups > 0
+            || !matches!(self.ending, Ending::Stale | Ending::Eof)
     }
 }
 
@@ -183,7 +192,7 @@ fn scan_v2(data: &Bytes, seq: u64) -> Scan {
             groups: 0,
             valid_len: data.len().min(BLOCK),
             ending: Ending::Stale,
-            later_group: false,
+            later_groups: 0,
         };
     };
     let ending = loop {
@@ -206,11 +215,12 @@ fn scan_v2(data: &Bytes, seq: u64) -> Scan {
             }
         }
     };
-    let later_group = match ending {
+    let later_groups = match ending {
         Ending::Stale | Ending::BadGroup { .. } => (at + BLOCK..data.len())
             .step_by(BLOCK)
-            .any(|b| matches!(block_at(data, b, seq), Some(Block::Group { .. }))),
-        Ending::Trailer | Ending::Eof => false,
+            .filter(|&b| matches!(block_at(data, b, seq), Some(Block::Group { .. })))
+            .count(),
+        Ending::Trailer | Ending::Eof => 0,
     };
     let valid_len = if matches!(ending, Ending::Trailer) {
         at + BLOCK
@@ -222,7 +232,7 @@ fn scan_v2(data: &Bytes, seq: u64) -> Scan {
         groups,
         valid_len,
         ending,
-        later_group,
+        later_groups,
     }
 }
 
@@ -349,10 +359,12 @@ fn judge_v2(path: &Path, scan: Scan, is_last: bool) -> Result<(Vec<WalRecord>, u
         at: at as u64,
         reason,
     };
-    if scan.later_group {
-        // Groups are written in order and each is acknowledged only once it
-        // is durable: a later one proves that whatever stopped the scan had
-        // been acknowledged.
+    // Groups are written in order, at most UNACKNOWLEDGED_GROUPS of them are
+    // unacknowledged at once (acknowledged in order, each once durable), and
+    // an older segment is wholly durable before the next one is written:
+    // enough later groups, or any in an older segment, prove that whatever
+    // stopped the scan had been acknowledged.
+    if scan.later_groups >= UNACKNOWLEDGED_GROUPS || (scan.later_groups > 0 && !is_last) {
         let (at, reason) = match scan.ending {
             Ending::BadGroup { at, reason } => (at, reason),
             _ => (

@@ -77,34 +77,52 @@ fn group(seq: u64, records: &[WalRecord]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn torn_group_is_truncated_and_corruption_before_a_later_group_refused() {
+async fn torn_group_is_truncated_and_corruption_before_later_groups_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
     append(&wal, vec![record(0, 0, 1), record(0, 1, 1)]).await;
     append(&wal, vec![record(0, 2, 1)]).await;
+    append(&wal, vec![record(0, 3, 1)]).await;
     drop(wal);
     // The first segment is the active one (a second may have been
     // created ahead).
     let seg = segments(dir.path()).swap_remove(0);
     let good_len = fs::metadata(&seg).unwrap().len();
-    assert_eq!(good_len, 3 * BLOCK as u64, "header block and two groups");
+    assert_eq!(good_len, 4 * BLOCK as u64, "header block and three groups");
+    let acknowledged = vec![
+        record(0, 0, 1),
+        record(0, 1, 1),
+        record(0, 2, 1),
+        record(0, 3, 1),
+    ];
     // A torn write: a whole group header whose records did not all reach
     // the disk, then what an earlier use of the file left behind.
-    let mut torn = group(1, &[record(0, 3, 1)]);
+    let mut torn = group(1, &[record(0, 4, 1)]);
     torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
     torn.extend(group(7, &[record(0, 9, 1)]));
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&torn).unwrap();
     drop(f);
     let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(
-        recovered,
-        vec![record(0, 0, 1), record(0, 1, 1), record(0, 2, 1)]
-    );
+    assert_eq!(recovered, acknowledged);
     assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
     drop(wal);
-    // Flip a byte inside the first group: the second group was
-    // acknowledged after it, so this is corruption, not a torn write.
+    // Two groups in flight at the crash: the first torn, the second whole
+    // (written while the first was being synced). Neither was
+    // acknowledged, so both go.
+    let mut torn = group(1, &[record(0, 4, 1)]);
+    torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
+    torn.extend(group(1, &[record(0, 5, 1)]));
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&torn).unwrap();
+    drop(f);
+    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered, acknowledged);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
+    drop(wal);
+    // Flip a byte inside the first group: two groups were written after
+    // it, which the WAL only does once it is durable (and acknowledged),
+    // so this is corruption, not a torn write.
     let mut data = fs::read(&seg).unwrap();
     data[BLOCK + GROUP_HEADER + RECORD_PREFIX + 3] ^= 0xff;
     fs::write(&seg, &data).unwrap();
@@ -115,6 +133,14 @@ async fn torn_group_is_truncated_and_corruption_before_a_later_group_refused() {
         msg.contains(&seg.display().to_string()) && msg.contains("CRC"),
         "{msg}"
     );
+    // The same flip in the second group, which one group follows: that
+    // is how a crash with two groups in flight looks, so the last two
+    // groups are dropped as never acknowledged.
+    data[BLOCK + GROUP_HEADER + RECORD_PREFIX + 3] ^= 0xff;
+    data[2 * BLOCK + GROUP_HEADER + RECORD_PREFIX + 3] ^= 0xff;
+    fs::write(&seg, &data).unwrap();
+    let (_wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovered, acknowledged[..2]);
 }
 
 #[tokio::test]
@@ -320,4 +346,41 @@ async fn released_segments_are_reused_and_their_old_groups_never_replayed() {
     drop(wal);
     let (_wal, again) = Wal::open(dir.path(), seg_bytes).unwrap();
     assert_eq!(again, recovered);
+}
+
+/// Syncs finish in any order; acknowledgements leave in write order, a
+/// sync covers the earlier groups of its own segment only, and a barrier
+/// waits for every group before it.
+#[test]
+fn acknowledgements_follow_write_order_whichever_sync_returns_first() {
+    let mut acks = Acks::default();
+    let mut rx = Vec::new();
+    // Groups 0 and 1 in segment 5, a barrier, group 3 in segment 6.
+    for (seq, durable) in [(5, false), (5, false), (5, true), (6, false)] {
+        let (done, r) = oneshot::channel();
+        let id = acks.next_id;
+        acks.next_id += 1;
+        acks.pending.push_back(Written {
+            id,
+            seq,
+            durable,
+            done: vec![done],
+        });
+        rx.push(r);
+    }
+    let acked = |rx: &mut Vec<oneshot::Receiver<Result<(), WalError>>>| {
+        rx.iter_mut()
+            .map(|r| matches!(r.try_recv(), Ok(Ok(()))))
+            .collect::<Vec<_>>()
+    };
+    // The next segment's group is durable first: nothing before it is.
+    synced(&mut acks, 3, 6);
+    assert_eq!(acked(&mut rx), [false, false, false, false]);
+    // Group 1's sync returns before group 0's and covers it (same file);
+    // the barrier and the group of segment 6 follow at once.
+    synced(&mut acks, 1, 5);
+    assert_eq!(acked(&mut rx), [true, true, true, true]);
+    assert!(acks.pending.is_empty());
+    // Group 0's own sync returning late changes nothing.
+    synced(&mut acks, 0, 5);
 }
