@@ -37,6 +37,8 @@ fn every_phase_runs_and_reports() {
             "0.1",
             "--rate-mb-s",
             "20",
+            "--object-rate-mb-s",
+            "20",
             "--raw-write-bytes",
             "4096",
             "--raw-large-write-bytes",
@@ -70,7 +72,13 @@ fn every_phase_runs_and_reports() {
         );
         assert!(number(&report, &format!("{phase}.mb_s")) > 0.0, "{phase}");
     }
-    for phase in ["volume_probe", "volume_paced", "volume", "object"] {
+    for phase in [
+        "volume_probe",
+        "volume_paced",
+        "volume",
+        "object",
+        "object_paced",
+    ] {
         assert!(
             number(&report, &format!("{phase}.ack.samples")) > 0.0,
             "{phase}"
@@ -88,6 +96,18 @@ fn every_phase_runs_and_reports() {
         "paced phase issued {paced} bytes"
     );
     assert_eq!(number(&report, "volume_paced.target_mb_s"), 20.0);
+    // Object mode at a producer's load: the same schedule, and one PUT per
+    // upload window or full object, not one per append.
+    let paced = number(&report, "object_paced.bytes");
+    assert!(
+        (11.9e6..=12.1e6).contains(&paced),
+        "paced object phase issued {paced} bytes"
+    );
+    let (puts, appends) = (
+        number(&report, "object_paced.puts"),
+        number(&report, "object_paced.ack.samples"),
+    );
+    assert!(puts * 10.0 < appends, "{puts} PUTs for {appends} appends");
     for diff in [
         "paced_broker_added_p99_us",
         "paced_over_group_commit_p99_us",

@@ -91,6 +91,13 @@ struct Args {
     /// produce benchmarks measure it); 0 skips.
     #[arg(long, env = "FLOE_BENCH_RATE_MB_S", default_value_t = 250.0)]
     rate_mb_s: f64,
+    /// Offered load of the paced `object` phase in MB/s (appends on a fixed
+    /// schedule, as for `--rate-mb-s`): PUTs per GB and ack latency of
+    /// `object` mode at a producer's load. Each upload window closes into
+    /// one PUT, so PUTs per GB is about (1000 / window ms) / (GB/s); 0
+    /// skips.
+    #[arg(long, env = "FLOE_BENCH_OBJECT_RATE_MB_S", default_value_t = 100.0)]
+    object_rate_mb_s: f64,
     /// Seconds of single-appender `volume` appends (latency without queueing); 0 skips.
     #[arg(long, env = "FLOE_BENCH_PROBE_SECS", default_value_t = 3.0)]
     probe_secs: f64,
@@ -150,6 +157,10 @@ impl Args {
         anyhow::ensure!(
             self.rate_mb_s >= 0.0 && self.rate_mb_s.is_finite(),
             "--rate-mb-s must be 0 (skip) or positive"
+        );
+        anyhow::ensure!(
+            self.object_rate_mb_s >= 0.0 && self.object_rate_mb_s.is_finite(),
+            "--object-rate-mb-s must be 0 (skip) or positive"
         );
         anyhow::ensure!(
             self.raw_write_bytes > 0,
@@ -307,6 +318,9 @@ struct Report {
     catchup_read: Option<ReadResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     object: Option<AppendResult>,
+    /// `object` mode at `--object-rate-mb-s` offered load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_paced: Option<PacedResult>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -379,6 +393,7 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
         tail_read: None,
         catchup_read: None,
         object: None,
+        object_paced: None,
     };
     let fsync_p99 = report.raw_fsync.latency.p99_us;
     if matches!(args.mode, Mode::Volume | Mode::All) {
@@ -463,6 +478,14 @@ async fn run(args: &Args, scratch: &Path) -> anyhow::Result<Report> {
                 .await?,
         );
         engine.close().await;
+        if args.object_rate_mb_s > 0.0 {
+            let rate = args.object_rate_mb_s;
+            eprintln!("object mode at {rate} MB/s, {} s", args.duration_secs);
+            let dir = scratch.join("object-paced");
+            let engine = Engine::open(args, &dir, WalMode::Object, None).await?;
+            report.object_paced = Some(engine.paced_phase(args, rate, args.duration_secs).await?);
+            engine.close().await;
+        }
     }
     report.loadavg_end = loadavg();
     Ok(report)
