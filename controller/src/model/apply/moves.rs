@@ -240,7 +240,7 @@ pub fn rebalance_would_move(state: &MetadataState) -> bool {
 /// The first `max_moves` moves of the plan.
 fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
     let weight = weights(state);
-    let mut live = Load::of(state);
+    let live = Load::of(state);
     let mut totals: BTreeMap<i32, u64> = live.live().map(|b| (b, 0)).collect();
     let mut plan = Vec::new();
     if totals.len() < 2 {
@@ -266,6 +266,26 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
             }
         }
     }
+    // Partitions per (topic, zone) on live brokers and live brokers per
+    // zone, by position, so that weighing a topic's lean is two array
+    // reads; kept up to date as moves are planned.
+    let zones: Vec<&str> = {
+        let mut z: Vec<&str> = live.live().map(|b| live.zone(b)).collect();
+        z.sort_unstable();
+        z.dedup();
+        z
+    };
+    let zone_index = |broker: i32| {
+        zones
+            .binary_search(&live.zone(broker))
+            .expect("a live broker's zone")
+    };
+    let broker_zone: BTreeMap<i32, usize> = totals.keys().map(|&b| (b, zone_index(b))).collect();
+    let zone_size: Vec<usize> = zones.iter().map(|z| live.zone_size(z)).collect();
+    let mut topic_zone: Vec<Vec<usize>> = topics
+        .iter()
+        .map(|t| zones.iter().map(|z| live.topic_share(t.id, z).0).collect())
+        .collect();
     let brokers = totals.len() as u64;
     let mean = totals.values().sum::<u64>() / brokers;
     let tolerance = if any_load { mean / 10 } else { 0 };
@@ -281,46 +301,22 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
         if h <= mean + tolerance {
             break;
         }
-        let (heavy_zone, light_zone) = (live.zone(heavy).to_owned(), live.zone(light).to_owned());
+        let (hz, lz) = (broker_zone[&heavy], broker_zone[&light]);
         // The candidate that leaves the pair most even, if it helps at all;
         // then the one whose topic leans most to the heavy broker's zone;
         // then the first topic's.
-        let best = if heavy_zone == light_zone {
-            // Every topic leans alike: the best over all of them at once.
-            candidates.most_even_any_topic(heavy, h, l)
+        let best = if hz == lz {
+            // Every topic leans alike.
+            candidates.most_even(heavy, h, l, |_| (0, 1))
         } else {
-            let mut best: Option<Pick> = None;
-            for (&t, by_weight) in candidates.by_topic(heavy) {
-                let Some((after, index, w)) = most_even(by_weight, h, l) else {
-                    continue;
-                };
-                let (hc, hn) = live.topic_share(topics[t].id, &heavy_zone);
-                let (lc, ln) = live.topic_share(topics[t].id, &light_zone);
+            let (hn, ln) = (zone_size[hz], zone_size[lz]);
+            candidates.most_even(heavy, h, l, |t| {
+                let (hc, lc) = (topic_zone[t][hz], topic_zone[t][lz]);
                 // heavy share − light share, as a fraction (negative → 0).
-                let lean = ((hc * ln).saturating_sub(lc * hn), hn * ln);
-                let better = match &best {
-                    None => true,
-                    Some(b) => after < b.after || (after == b.after && less(b.lean, lean)),
-                };
-                if better {
-                    best = Some(Pick {
-                        after,
-                        lean,
-                        topic: t,
-                        index,
-                        weight: w,
-                    });
-                }
-            }
-            best
+                ((hc * ln).saturating_sub(lc * hn), hn * ln)
+            })
         };
-        let Some(Pick {
-            topic: t,
-            index,
-            weight: w,
-            ..
-        }) = best
-        else {
+        let Some((t, index, w)) = best else {
             break;
         };
         candidates.remove(heavy, t, w, index);
@@ -332,39 +328,86 @@ fn plan(state: &MetadataState, max_moves: usize) -> Vec<Move> {
             partition: id,
             to: light,
         });
-        live.remove(id.topic_id, heavy);
-        live.add(id.topic_id, light);
+        topic_zone[t][hz] = topic_zone[t][hz].saturating_sub(1);
+        topic_zone[t][lz] += 1;
         *totals.entry(heavy).or_default() -= w;
         *totals.entry(light).or_default() += w;
     }
     plan
 }
 
-/// The best candidate so far: how even it leaves the pair, its topic's
-/// lean, where it is, its weight.
-struct Pick {
-    after: u64,
-    lean: (usize, usize),
-    topic: usize,
-    index: i32,
-    weight: u64,
+/// Each live broker's candidates: per weight, then topic (in state order),
+/// then partition index.
+#[derive(Default)]
+struct Candidates {
+    per_weight: BTreeMap<i32, BTreeMap<u64, BTreeMap<usize, BTreeSet<i32>>>>,
 }
 
-/// One broker's candidates in one topic: partition indexes by weight.
-type ByWeight = BTreeMap<u64, BTreeSet<i32>>;
+impl Candidates {
+    fn insert(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
+        let per_weight = self.per_weight.entry(broker).or_default();
+        let by_topic = per_weight.entry(weight).or_default();
+        by_topic.entry(topic).or_default().insert(index);
+    }
 
-/// The candidate of one topic that leaves the heavy (`h`) and the light
-/// (`l`) broker most even, if moving it lowers the heavy one: the smallest
-/// `max(h − w, l + w)`, among equals the highest index. That maximum falls
-/// as `w` grows up to `(h − l) / 2` and rises after it, so the best weight
-/// is the nearest present one on either side. Returns (that maximum,
-/// index, weight).
-fn most_even(by_weight: &ByWeight, h: u64, l: u64) -> Option<(u64, i32, u64)> {
-    let (least, hits) = nearest_half(by_weight, h, l)?;
-    hits.into_iter()
-        .filter_map(|(w, indexes)| Some((*indexes.last()?, w)))
-        .max_by_key(|&(index, _)| index)
-        .map(|(index, w)| (least, index, w))
+    /// A planned partition is no longer a candidate.
+    fn remove(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
+        let Some(per_weight) = self.per_weight.get_mut(&broker) else {
+            return;
+        };
+        if let Some(by_topic) = per_weight.get_mut(&weight) {
+            if let Some(indexes) = by_topic.get_mut(&topic) {
+                indexes.remove(&index);
+                if indexes.is_empty() {
+                    by_topic.remove(&topic);
+                }
+            }
+            if by_topic.is_empty() {
+                per_weight.remove(&weight);
+            }
+        }
+        if per_weight.is_empty() {
+            self.per_weight.remove(&broker);
+        }
+    }
+
+    /// The candidate of `broker` (heavy, weighing `h`) whose move to the
+    /// light broker (`l`) leaves the two most even, if it lowers the heavy
+    /// one: the smallest `max(h − w, l + w)`. Among equals the one whose
+    /// topic leans most (`lean`, a fraction), then the first topic, then
+    /// its highest index. Returns (topic, index, weight).
+    ///
+    /// Every topic's own best evenness is at least the best over all
+    /// topics, and equals it exactly when the topic has a candidate of one
+    /// of the (one or two) weights that give it; so only the topics under
+    /// those weights are weighed.
+    fn most_even(
+        &self,
+        broker: i32,
+        h: u64,
+        l: u64,
+        lean: impl Fn(usize) -> (usize, usize),
+    ) -> Option<(usize, i32, u64)> {
+        let (_, hits) = nearest_half(self.per_weight.get(&broker)?, h, l)?;
+        let mut best: Option<(usize, (usize, usize))> = None;
+        for (_, by_topic) in &hits {
+            for &t in by_topic.keys() {
+                let lean = lean(t);
+                let better = match best {
+                    None => true,
+                    Some((bt, bl)) => less(bl, lean) || (!less(lean, bl) && t < bt),
+                };
+                if better {
+                    best = Some((t, lean));
+                }
+            }
+        }
+        let (topic, _) = best?;
+        hits.iter()
+            .filter_map(|&(w, by_topic)| Some((*by_topic.get(&topic)?.last()?, w)))
+            .max_by_key(|&(index, _)| index)
+            .map(|(index, w)| (topic, index, w))
+    }
 }
 
 /// The weights in `by_weight` whose move leaves the heavy (`h`) and the
@@ -391,77 +434,4 @@ fn nearest_half<V>(by_weight: &BTreeMap<u64, V>, h: u64, l: u64) -> Option<(u64,
         .map(|(&w, v)| (w, v))
         .collect();
     Some((least, hits))
-}
-
-/// Each live broker's candidates, indexed two ways: per topic (in state
-/// order), then weight, then index, for a topic's best when zones make
-/// topics lean differently; and per weight, then topic, then index, for
-/// the best over all topics at once when they do not.
-#[derive(Default)]
-struct Candidates {
-    per_topic: BTreeMap<i32, BTreeMap<usize, ByWeight>>,
-    per_weight: BTreeMap<i32, BTreeMap<u64, BTreeMap<usize, BTreeSet<i32>>>>,
-}
-
-impl Candidates {
-    fn insert(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
-        let per_topic = self.per_topic.entry(broker).or_default();
-        let by_weight = per_topic.entry(topic).or_default();
-        by_weight.entry(weight).or_default().insert(index);
-        let per_weight = self.per_weight.entry(broker).or_default();
-        let by_topic = per_weight.entry(weight).or_default();
-        by_topic.entry(topic).or_default().insert(index);
-    }
-
-    /// A planned partition is no longer a candidate.
-    fn remove(&mut self, broker: i32, topic: usize, weight: u64, index: i32) {
-        fn take<K: Ord + Copy, J: Ord + Copy>(
-            map: &mut BTreeMap<K, BTreeMap<J, BTreeSet<i32>>>,
-            outer: K,
-            inner: J,
-            index: i32,
-        ) {
-            let Some(by_inner) = map.get_mut(&outer) else {
-                return;
-            };
-            if let Some(indexes) = by_inner.get_mut(&inner) {
-                indexes.remove(&index);
-                if indexes.is_empty() {
-                    by_inner.remove(&inner);
-                }
-            }
-            if by_inner.is_empty() {
-                map.remove(&outer);
-            }
-        }
-        if let Some(per_topic) = self.per_topic.get_mut(&broker) {
-            take(per_topic, topic, weight, index);
-        }
-        if let Some(per_weight) = self.per_weight.get_mut(&broker) {
-            take(per_weight, weight, topic, index);
-        }
-    }
-
-    fn by_topic(&self, broker: i32) -> impl Iterator<Item = (&usize, &ByWeight)> {
-        self.per_topic.get(&broker).into_iter().flatten()
-    }
-
-    /// What the per-topic search finds when every topic leans alike: the
-    /// smallest `max(h − w, l + w)` over all topics, then the first topic
-    /// with a candidate of that evenness, then its highest index.
-    fn most_even_any_topic(&self, broker: i32, h: u64, l: u64) -> Option<Pick> {
-        let (least, hits) = nearest_half(self.per_weight.get(&broker)?, h, l)?;
-        let topic = hits.iter().filter_map(|(_, t)| t.keys().next()).min()?;
-        let (index, weight) = hits
-            .iter()
-            .filter_map(|&(w, t)| Some((*t.get(topic)?.last()?, w)))
-            .max_by_key(|&(index, _)| index)?;
-        Some(Pick {
-            after: least,
-            lean: (0, 1),
-            topic: *topic,
-            index,
-            weight,
-        })
-    }
 }

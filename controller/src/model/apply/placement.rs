@@ -73,7 +73,12 @@ impl Load {
             .and_then(|zones| zones.get(zone))
             .copied()
             .unwrap_or(0);
-        (count, self.zone_size.get(zone).copied().unwrap_or(1).max(1))
+        (count, self.zone_size(zone))
+    }
+
+    /// Live brokers in `zone` (at least 1, as a denominator).
+    pub(super) fn zone_size(&self, zone: &str) -> usize {
+        self.zone_size.get(zone).copied().unwrap_or(1).max(1)
     }
 
     /// Records one more partition of `topic` at `broker` (if it is live).
@@ -92,6 +97,7 @@ impl Load {
     }
 
     /// Records one partition of `topic` fewer at `broker` (if it is live).
+    #[cfg(test)]
     pub(super) fn remove(&mut self, topic: Uuid, broker: i32) {
         if let Some(n) = self.brokers.get_mut(&broker) {
             *n = n.saturating_sub(1);
