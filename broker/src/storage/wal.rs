@@ -323,6 +323,26 @@ struct Acks {
     poisoned: Option<String>,
 }
 
+impl Acks {
+    /// Queue a group written to segment `seq`; returns its id.
+    fn push(
+        &mut self,
+        seq: u64,
+        durable: bool,
+        done: Vec<oneshot::Sender<Result<(), WalError>>>,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.push_back(Written {
+            id,
+            seq,
+            durable,
+            done,
+        });
+        id
+    }
+}
+
 struct Written {
     id: u64,
     /// The segment it was written to: an `fdatasync` covers one file.
@@ -460,14 +480,11 @@ impl Shared {
     /// Queue a written group (or a barrier) for acknowledgement; returns its id.
     fn register(&self, seq: u64, durable: bool, group: Group) -> u64 {
         let mut acks = lock(&self.acks);
-        let id = acks.next_id;
-        acks.next_id += 1;
-        acks.pending.push_back(Written {
-            id,
+        let id = acks.push(
             seq,
             durable,
-            done: group.into_iter().map(|(_, done)| done).collect(),
-        });
+            group.into_iter().map(|(_, done)| done).collect(),
+        );
         ack_front(&mut acks);
         self.acked.notify_all();
         id

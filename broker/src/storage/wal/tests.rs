@@ -358,14 +358,7 @@ fn acknowledgements_follow_write_order_whichever_sync_returns_first() {
     // Groups 0 and 1 in segment 5, a barrier, group 3 in segment 6.
     for (seq, durable) in [(5, false), (5, false), (5, true), (6, false)] {
         let (done, r) = oneshot::channel();
-        let id = acks.next_id;
-        acks.next_id += 1;
-        acks.pending.push_back(Written {
-            id,
-            seq,
-            durable,
-            done: vec![done],
-        });
+        acks.push(seq, durable, vec![done]);
         rx.push(r);
     }
     let acked = |rx: &mut Vec<oneshot::Receiver<Result<(), WalError>>>| {
