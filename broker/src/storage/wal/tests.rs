@@ -96,30 +96,22 @@ async fn torn_group_is_truncated_and_corruption_before_later_groups_refused() {
         record(0, 3, 1),
     ];
     // A torn write: a whole group header whose records did not all reach
-    // the disk, then what an earlier use of the file left behind.
-    let mut torn = group(1, &[record(0, 4, 1)]);
-    torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
-    torn.extend(group(7, &[record(0, 9, 1)]));
-    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-    f.write_all(&torn).unwrap();
-    drop(f);
-    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(recovered, acknowledged);
-    assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
-    drop(wal);
-    // Two groups in flight at the crash: the first torn, the second whole
-    // (written while the first was being synced). Neither was
-    // acknowledged, so both go.
-    let mut torn = group(1, &[record(0, 4, 1)]);
-    torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
-    torn.extend(group(1, &[record(0, 5, 1)]));
-    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-    f.write_all(&torn).unwrap();
-    drop(f);
-    let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(recovered, acknowledged);
-    assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
-    drop(wal);
+    // the disk, followed by what an earlier use of the file left behind
+    // (sequence 7), or by a second group of this segment written whole
+    // while the torn one was being synced (two in flight at the crash).
+    // Neither was acknowledged, so everything from the torn group on goes.
+    for next_seq in [7, 1] {
+        let mut torn = group(1, &[record(0, 4, 1)]);
+        torn[GROUP_HEADER + RECORD_PREFIX + 5] ^= 0xff;
+        torn.extend(group(next_seq, &[record(0, 5, 1)]));
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&torn).unwrap();
+        drop(f);
+        let (wal, recovered) = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered, acknowledged, "followed by sequence {next_seq}");
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
+        drop(wal);
+    }
     // Flip a byte inside the first group: two groups were written after
     // it, which the WAL only does once it is durable (and acknowledged),
     // so this is corruption, not a torn write.
