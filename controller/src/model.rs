@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use apply::{
-    apply, rebalance_plan, rebalance_would_move, ApplyError, Outcome, MAX_PARTITIONS,
+    apply, decide, rebalance_plan, rebalance_would_move, ApplyError, Outcome, MAX_PARTITIONS,
     MAX_PRODUCER_ID_BLOCK,
 };
 
@@ -308,6 +308,63 @@ pub enum Command {
     AllocateProducerIds {
         count: i64,
     },
+    /// A placing command (`CreateTopic`, `CreatePartitions`, `FenceBroker`,
+    /// `GiveUpBroker`, `DrainBroker`, `CompleteMoves`) with the placement
+    /// decisions made when it was proposed: each partition the command
+    /// places goes to the broker `placed` names for it if that broker is
+    /// live when the command applies, else to the live broker with the
+    /// lowest id (ADR 0013). Proposals are logged in this form
+    /// ([`crate::model::decide`]).
+    Decided {
+        command: Box<Command>,
+        placed: Vec<Move>,
+    },
+}
+
+impl Command {
+    /// Whether the command places partitions by the placement rules when it
+    /// is proposed undecided: what [`crate::model::decide`] turns into a
+    /// `Decided` command (or `Rebalance` into `RequestMoves`).
+    pub fn places(&self) -> bool {
+        match self {
+            Command::Rebalance
+            | Command::FenceBroker { .. }
+            | Command::GiveUpBroker { .. }
+            | Command::DrainBroker { .. }
+            | Command::CompleteMoves { .. } => true,
+            Command::CreateTopic { leader, .. } | Command::CreatePartitions { leader, .. } => {
+                *leader < 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The variant's name, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RequestMoves { .. } => "RequestMoves",
+            Command::CompleteMoves { .. } => "CompleteMoves",
+            Command::DrainBroker { .. } => "DrainBroker",
+            Command::Rebalance => "Rebalance",
+            Command::ReportLoad { .. } => "ReportLoad",
+            Command::RegisterBroker { .. } => "RegisterBroker",
+            Command::FenceBroker { .. } => "FenceBroker",
+            Command::GiveUpBroker { .. } => "GiveUpBroker",
+            Command::CreateTopic { .. } => "CreateTopic",
+            Command::DeleteTopic { .. } => "DeleteTopic",
+            Command::CreatePartitions { .. } => "CreatePartitions",
+            Command::AlterTopicConfigs { .. } => "AlterTopicConfigs",
+            Command::CommitObject { .. } => "CommitObject",
+            Command::TrimPartition { .. } => "TrimPartition",
+            Command::ReplaceIndexEntries { .. } => "ReplaceIndexEntries",
+            Command::DeleteObject { .. } => "DeleteObject",
+            Command::CommitOffsets { .. } => "CommitOffsets",
+            Command::DeleteGroup { .. } => "DeleteGroup",
+            Command::DeleteGroupOffsets { .. } => "DeleteGroupOffsets",
+            Command::AllocateProducerIds { .. } => "AllocateProducerIds",
+            Command::Decided { .. } => "Decided",
+        }
+    }
 }
 
 impl PartialEq for MetadataState {

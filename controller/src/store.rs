@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::model::{apply, ApplyError, Command, MetadataState, Outcome};
+use crate::model::{apply, decide, ApplyError, Command, MetadataState, Outcome};
 
 const LOG_FILE: &str = "log";
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -292,6 +292,10 @@ impl LocalStore {
         let mut results = Vec::with_capacity(cmds.len());
         for cmd in cmds {
             let index = inner.state.last_applied + 1;
+            // Placement decided now and logged with the command, so that a
+            // restart under another version replays the same placement.
+            let decided = decide(&inner.state, cmd);
+            let cmd = decided.as_ref().unwrap_or(cmd);
             // Everything fallible but the write happens before `apply`, so a
             // refused command leaves both memory and disk untouched.
             let record = match serde_json::to_vec(cmd) {

@@ -633,3 +633,76 @@ async fn a_watcher_behind_the_feed_gets_the_state_in_parts() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Placement is decided on the proposing controller and logged with the
+/// command (ADR 0013): the feed every replica and broker mirror applies
+/// carries the decisions, not a request to run the rules again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_is_decided_when_proposed_and_carried_in_the_log() -> anyhow::Result<()> {
+    use floe_controller::grpc::proto::{watch_event, WatchRequest};
+
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(dir.path()).await?;
+    let client = cluster.client();
+    for id in 1..=3 {
+        registered(&client.propose(&register_broker(id)).await?)?;
+    }
+    let created = client
+        .propose(&Command::CreateTopic {
+            name: "spread".to_owned(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 6,
+            configs: BTreeMap::new(),
+            leader: -1,
+        })
+        .await?;
+    ensure!(created.answer.is_ok(), "{created:?}");
+    let rebalanced = client.propose(&Command::Rebalance).await?;
+    ensure!(
+        matches!(
+            rebalanced.answer,
+            Ok(Outcome::MovesRequested { requested: 0 })
+        ),
+        "{rebalanced:?}"
+    );
+
+    let leader = cluster.leader().await?;
+    let mut meta =
+        MetadataClient::connect(format!("http://{}", cluster.voters[&leader].api_addr)).await?;
+    let mut stream = meta
+        .watch(WatchRequest {
+            after_index: 0,
+            snapshot_part_bytes: 0,
+        })
+        .await?
+        .into_inner();
+    let mut logged = BTreeMap::new();
+    while logged.len() < 2 {
+        let event = stream.message().await?.context("the watch ended")?;
+        match event.event {
+            Some(watch_event::Event::Entry(e))
+                if e.index == created.index || e.index == rebalanced.index =>
+            {
+                logged.insert(e.index, serde_json::from_slice::<Command>(&e.command)?);
+            }
+            Some(_) => {}
+            None => bail!("an empty event"),
+        }
+    }
+    let Command::Decided { command, placed } = &logged[&created.index] else {
+        bail!("logged undecided: {:?}", logged[&created.index]);
+    };
+    ensure!(matches!(**command, Command::CreateTopic { leader: -1, .. }));
+    let mut to: Vec<i32> = placed.iter().map(|m| m.to).collect();
+    to.sort_unstable();
+    ensure!(to == vec![1, 1, 2, 2, 3, 3], "placed on {to:?}");
+    ensure!(
+        logged[&rebalanced.index] == Command::RequestMoves { moves: vec![] },
+        "a rebalance is logged as its moves: {:?}",
+        logged[&rebalanced.index]
+    );
+    // Every replica applied the same decisions.
+    let states = cluster.states_at(rebalanced.index).await?;
+    ensure!(states.values().all(|s| s == &states[&1]), "replicas differ");
+    Ok(())
+}

@@ -30,7 +30,7 @@ use super::proto::{
     WatchRequest,
 };
 use super::{LEADER_ADDRESS_HEADER, LEADER_ID_HEADER};
-use crate::model::Command;
+use crate::model::{decide, Command};
 use crate::raft::{
     Answered, Batch, ControllerNode, FeedRead, NodeId, Proposal, Raft, SessionId, StateMachine,
     TypeConfig,
@@ -213,10 +213,10 @@ async fn run_lease_reaper(
             tracing::warn!(broker = id, epoch, lease = ?config.lease, "broker lease lapsed; fencing it");
             let (reply, _answer) = oneshot::channel();
             let pending = Pending {
-                proposal: Proposal {
+                proposal: service.decided(Proposal {
                     session: None,
                     command: Command::FenceBroker { id, epoch },
-                },
+                }),
                 bytes: 64,
                 reply,
             };
@@ -388,13 +388,26 @@ impl ApiService {
     async fn commit(&self, proposal: Proposal, bytes: usize) -> Result<Answered, Status> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            proposal,
+            proposal: self.decided(proposal),
             bytes,
             reply,
         };
         let stopping = || Status::unavailable(format!("controller {} is stopping", self.id));
         self.proposals.send(pending).await.map_err(|_| stopping())?;
         answer.await.map_err(|_| stopping())?
+    }
+
+    /// The proposal with its placement decided against this controller's
+    /// state now (ADR 0013): the log carries the decisions, so every replica
+    /// and broker mirror applies them alike, whatever its version's rules.
+    /// Proposals that place nothing are returned as they are.
+    fn decided(&self, mut proposal: Proposal) -> Proposal {
+        if proposal.command.places() {
+            if let Some(command) = self.sm.read(|state, _| decide(state, &proposal.command)) {
+                proposal.command = command;
+            }
+        }
+        proposal
     }
 
     /// Returns once this controller is known to lead (so its applied state

@@ -17,9 +17,9 @@ mod placement;
 
 pub use moves::{rebalance_plan, rebalance_would_move};
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
-use placement::Load;
+use placement::{Choice, Load};
 
-use super::{Broker, Command, CommittedOffset, MetadataState, Partition, PartitionId, Topic};
+use super::{Broker, Command, CommittedOffset, MetadataState, Move, Partition, PartitionId, Topic};
 
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: i32 = 100_000;
@@ -215,6 +215,8 @@ pub enum ApplyError {
         partition: PartitionId,
         reason: String,
     },
+    #[error("a {command} command places no partitions: only its undecided form may be proposed")]
+    InvalidDecision { command: String },
     #[error("producer ids are exhausted: {count} more after {next} would overflow")]
     ProducerIdsExhausted { next: i64, count: i64 },
 }
@@ -235,8 +237,8 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             from,
             broker_epoch,
             handoffs,
-        } => moves::complete_moves(state, *from, *broker_epoch, handoffs),
-        Command::DrainBroker { id } => moves::drain_broker(state, *id),
+        } => moves::complete_moves(state, *from, *broker_epoch, handoffs, None),
+        Command::DrainBroker { id } => moves::drain_broker(state, *id, None),
         Command::Rebalance => moves::rebalance(state),
         Command::ReportLoad {
             broker,
@@ -250,21 +252,21 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             rack,
             volume_wal,
         } => register_broker(state, *id, host, *port, rack, *volume_wal),
-        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch),
-        Command::GiveUpBroker { id } => give_up_broker(state, *id),
+        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch, None),
+        Command::GiveUpBroker { id } => give_up_broker(state, *id, None),
         Command::CreateTopic {
             name,
             id,
             partitions,
             configs,
             leader,
-        } => create_topic(state, name, *id, *partitions, configs, *leader),
+        } => create_topic(state, name, *id, *partitions, configs, *leader, None),
         Command::DeleteTopic { name } => delete_topic(state, name),
         Command::CreatePartitions {
             name,
             total,
             leader,
-        } => create_partitions(state, name, *total, *leader),
+        } => create_partitions(state, name, *total, *leader, None),
         Command::AlterTopicConfigs { name, set, delete } => {
             alter_topic_configs(state, name, set, delete)
         }
@@ -291,9 +293,123 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             partitions,
         } => delete_group_offsets(state, group, topic, partitions),
         Command::AllocateProducerIds { count } => allocate_producer_ids(state, *count),
+        Command::Decided { command, placed } => apply_decided(state, command, placed),
     }?;
     state.last_applied = index;
     Ok(outcome)
+}
+
+/// Applies a placing command with the decisions made when it was proposed
+/// (see [`decide`]).
+fn apply_decided(
+    state: &mut MetadataState,
+    command: &Command,
+    placed: &[Move],
+) -> Result<Outcome, ApplyError> {
+    let placed = Some(placed);
+    match command {
+        Command::CompleteMoves {
+            from,
+            broker_epoch,
+            handoffs,
+        } => moves::complete_moves(state, *from, *broker_epoch, handoffs, placed),
+        Command::DrainBroker { id } => moves::drain_broker(state, *id, placed),
+        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch, placed),
+        Command::GiveUpBroker { id } => give_up_broker(state, *id, placed),
+        Command::CreateTopic {
+            name,
+            id,
+            partitions,
+            configs,
+            leader,
+        } => create_topic(state, name, *id, *partitions, configs, *leader, placed),
+        Command::CreatePartitions {
+            name,
+            total,
+            leader,
+        } => create_partitions(state, name, *total, *leader, placed),
+        other => Err(ApplyError::InvalidDecision {
+            command: other.kind().to_owned(),
+        }),
+    }
+}
+
+/// The command to log for `cmd`, proposed now against `state`: a command
+/// that places partitions (a new topic or partitions whose leader is left to
+/// the controller, a fence, a give-up, a drain, a completed move whose
+/// target is gone, a rebalance) carries the placement rules' decisions, made
+/// here, once, on the proposing controller; every replica and broker mirror
+/// then applies those decisions whatever rules its own version has (ADR
+/// 0013). `Rebalance` becomes the `RequestMoves` of its plan. `None` for
+/// commands that place nothing (they are logged as they are).
+pub fn decide(state: &MetadataState, cmd: &Command) -> Option<Command> {
+    if !cmd.places() {
+        return None;
+    }
+    let placed = match cmd {
+        Command::Rebalance => {
+            return Some(Command::RequestMoves {
+                moves: moves::rebalance_plan(state),
+            })
+        }
+        Command::FenceBroker { id, .. } | Command::GiveUpBroker { id } => {
+            if state.brokers.get(id).is_some_and(|b| b.volume_wal)
+                && matches!(cmd, Command::FenceBroker { .. })
+            {
+                // Its partitions wait for it: nothing to place.
+                Vec::new()
+            } else {
+                plan_elsewhere(state, *id)
+            }
+        }
+        Command::DrainBroker { id } => moves::plan_drain(state, *id),
+        Command::CompleteMoves { from, handoffs, .. } => {
+            moves::plan_complete(state, *from, handoffs)
+        }
+        Command::CreateTopic {
+            id,
+            partitions,
+            leader,
+            ..
+        } => plan_new(state, *id, 0, *partitions, *leader),
+        Command::CreatePartitions {
+            name,
+            total,
+            leader,
+        } => match state.topics.get(name) {
+            Some(topic) => plan_new(
+                state,
+                topic.id,
+                topic.partitions.len() as i32,
+                *total,
+                *leader,
+            ),
+            None => Vec::new(),
+        },
+        _ => return None,
+    };
+    Some(Command::Decided {
+        command: Box::new(cmd.clone()),
+        placed,
+    })
+}
+
+/// Leaders for partitions `from..to` of topic `topic_id`, when `leader`
+/// leaves them to the controller (is negative).
+fn plan_new(state: &MetadataState, topic_id: Uuid, from: i32, to: i32, leader: i32) -> Vec<Move> {
+    if leader >= 0 || !(0..=MAX_PARTITIONS).contains(&to) {
+        return Vec::new();
+    }
+    let mut load = Load::of(state);
+    (from.max(0)..to)
+        .map(|partition| Move {
+            partition: PartitionId {
+                topic_id,
+                partition,
+            },
+            to: load.place(topic_id),
+        })
+        .collect()
 }
 
 /// Inserts or updates the broker and bumps its epoch, so that requests from
@@ -362,7 +478,12 @@ fn register_broker(
 /// the fenced incarnation's late commits be refused. A `volume`-WAL broker
 /// keeps its partitions: records it acknowledged may exist only on its
 /// volume, so they wait for it to register again.
-fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcome, ApplyError> {
+fn fence_broker(
+    state: &mut MetadataState,
+    id: i32,
+    epoch: i64,
+    placed: Option<&[Move]>,
+) -> Result<Outcome, ApplyError> {
     let current = state
         .brokers
         .get(&id)
@@ -379,18 +500,28 @@ fn fence_broker(state: &mut MetadataState, id: i32, epoch: i64) -> Result<Outcom
     if volume_wal {
         return Ok(Outcome::BrokerFenced { moved: 0 });
     }
-    let moved = place_elsewhere(state, id);
+    let moved = place_elsewhere(state, id, placed);
     Ok(Outcome::BrokerFenced { moved })
 }
 
 /// Gives broker `id`'s partitions (and moves targeting it) to the live
-/// brokers, each under a bumped leader epoch; returns how many moved.
-fn place_elsewhere(state: &mut MetadataState, id: i32) -> u32 {
-    let mut load = Load::of(state);
+/// brokers, each under a bumped leader epoch: a pending move's target takes
+/// its partition, the others go where `placed` decides ([`plan_elsewhere`]'s
+/// when `None`); returns how many moved. Broker `id` is no longer live.
+fn place_elsewhere(state: &mut MetadataState, id: i32, placed: Option<&[Move]>) -> u32 {
+    let planned;
+    let placed = match placed {
+        Some(placed) => placed,
+        None => {
+            planned = plan_elsewhere(state, id);
+            &planned
+        }
+    };
+    let choice = Choice::new(state, placed);
     let mut moved = 0u32;
     for topic in state.topics.values_mut() {
         let topic_id = topic.id;
-        for partition in &mut topic.partitions {
+        for (index, partition) in topic.partitions.iter_mut().enumerate() {
             if partition.target != Some(id) && partition.leader != id {
                 continue;
             }
@@ -401,10 +532,12 @@ fn place_elsewhere(state: &mut MetadataState, id: i32) -> u32 {
             if partition.leader != id {
                 continue;
             }
-            // A pending move's target takes it (it was counted there).
             partition.leader = match partition.target.take() {
-                Some(t) if load.is_live(t) => t,
-                _ => load.place(topic_id),
+                Some(t) if choice.is_live(t) => t,
+                _ => choice.leader(PartitionId {
+                    topic_id,
+                    partition: index as i32,
+                }),
             };
             partition.leader_epoch = partition.leader_epoch.saturating_add(1);
             moved += 1;
@@ -413,12 +546,42 @@ fn place_elsewhere(state: &mut MetadataState, id: i32) -> u32 {
     moved
 }
 
+/// Where [`place_elsewhere`] sends broker `id`'s partitions that no live
+/// pending target takes, by the placement rules, counting `id` as not live.
+fn plan_elsewhere(state: &MetadataState, id: i32) -> Vec<Move> {
+    let mut load = Load::of_except(state, Some(id));
+    let mut placed = Vec::new();
+    for topic in state.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if partition.leader != id {
+                continue;
+            }
+            let target = partition.target.filter(|&t| t != id);
+            if target.is_some_and(|t| load.is_live(t)) {
+                continue;
+            }
+            placed.push(Move {
+                partition: PartitionId {
+                    topic_id: topic.id,
+                    partition: index as i32,
+                },
+                to: load.place(topic.id),
+            });
+        }
+    }
+    placed
+}
+
 /// An operator gives up on fenced broker `id` (a `volume`-WAL broker whose
 /// volume is lost): its partitions go to the live brokers under a bumped
 /// leader epoch, opening from what it uploaded. Records it acknowledged
 /// after its last upload are lost; the epoch bump refuses anything it
 /// commits if it ever comes back. Refused while its lease holds.
-fn give_up_broker(state: &mut MetadataState, id: i32) -> Result<Outcome, ApplyError> {
+fn give_up_broker(
+    state: &mut MetadataState,
+    id: i32,
+    placed: Option<&[Move]>,
+) -> Result<Outcome, ApplyError> {
     let broker = state
         .brokers
         .get(&id)
@@ -429,10 +592,12 @@ fn give_up_broker(state: &mut MetadataState, id: i32) -> Result<Outcome, ApplyEr
             reason: "it is live (its lease holds): drain it instead".to_owned(),
         });
     }
-    let moved = place_elsewhere(state, id);
+    let moved = place_elsewhere(state, id, placed);
     Ok(Outcome::BrokerFenced { moved })
 }
 
+/// A negative `leader` leaves each partition's leader to the controller:
+/// `placed` decides ([`plan_new`] when `None`).
 fn create_topic(
     state: &mut MetadataState,
     name: &str,
@@ -440,6 +605,7 @@ fn create_topic(
     partitions: i32,
     configs: &BTreeMap<String, String>,
     leader: i32,
+    placed: Option<&[Move]>,
 ) -> Result<Outcome, ApplyError> {
     validate_topic_name(name)?;
     if state.topics.contains_key(name) {
@@ -461,13 +627,14 @@ fn create_topic(
             max: MAX_PARTITIONS,
         });
     }
-    let mut load = Load::of(state);
+    let leaders = new_leaders(state, id, 0, partitions, leader, placed);
     let topic = Topic {
         id,
         name: name.to_owned(),
         configs: configs.clone(),
-        partitions: (0..partitions)
-            .map(|_| Arc::new(new_partition(load.leader(id, leader))))
+        partitions: leaders
+            .into_iter()
+            .map(|leader| Arc::new(new_partition(leader)))
             .collect(),
     };
     state.topics.insert(name.to_owned(), topic);
@@ -534,16 +701,48 @@ fn delete_topic(state: &mut MetadataState, name: &str) -> Result<Outcome, ApplyE
     Ok(Outcome::ObjectsReleased { keys })
 }
 
+/// Leaders of partitions `from..to` of topic `topic_id`: `leader`, or
+/// where `placed` decides when it is negative ([`plan_new`] when `None`).
+fn new_leaders(
+    state: &MetadataState,
+    topic_id: Uuid,
+    from: i32,
+    to: i32,
+    leader: i32,
+    placed: Option<&[Move]>,
+) -> Vec<i32> {
+    if leader >= 0 {
+        return (from..to).map(|_| leader).collect();
+    }
+    let planned;
+    let placed = match placed {
+        Some(placed) => placed,
+        None => {
+            planned = plan_new(state, topic_id, from, to, leader);
+            &planned
+        }
+    };
+    let choice = Choice::new(state, placed);
+    (from..to)
+        .map(|partition| {
+            choice.leader(PartitionId {
+                topic_id,
+                partition,
+            })
+        })
+        .collect()
+}
+
 fn create_partitions(
     state: &mut MetadataState,
     name: &str,
     total: i32,
     leader: i32,
+    placed: Option<&[Move]>,
 ) -> Result<Outcome, ApplyError> {
-    let mut load = Load::of(state);
     let topic = state
         .topics
-        .get_mut(name)
+        .get(name)
         .ok_or_else(|| ApplyError::UnknownTopic {
             name: name.to_owned(),
         })?;
@@ -558,9 +757,14 @@ fn create_partitions(
             max: MAX_PARTITIONS,
         });
     }
-    topic
-        .partitions
-        .extend((current..total).map(|_| Arc::new(new_partition(load.leader(topic_id, leader)))));
+    let leaders = new_leaders(state, topic_id, current, total, leader, placed);
+    if let Some(topic) = state.topics.get_mut(name) {
+        topic.partitions.extend(
+            leaders
+                .into_iter()
+                .map(|leader| Arc::new(new_partition(leader))),
+        );
+    }
     Ok(Outcome::Done)
 }
 
@@ -662,6 +866,8 @@ fn allocate_producer_ids(state: &mut MetadataState, count: i64) -> Result<Outcom
     Ok(Outcome::ProducerIds { first })
 }
 
+#[cfg(test)]
+mod decide_tests;
 #[cfg(test)]
 mod moves_tests;
 #[cfg(test)]

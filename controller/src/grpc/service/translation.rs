@@ -42,7 +42,8 @@ pub fn refusal(e: &ApplyError) -> Status {
         | ApplyError::InvalidByteRange { .. }
         | ApplyError::InvalidOffset { .. }
         | ApplyError::InvalidProducerIdCount { .. }
-        | ApplyError::InvalidReplacement { .. } => Code::InvalidArgument,
+        | ApplyError::InvalidReplacement { .. }
+        | ApplyError::InvalidDecision { .. } => Code::InvalidArgument,
         ApplyError::StaleBrokerEpoch { .. }
         | ApplyError::StaleLeaderEpoch { .. }
         | ApplyError::NonContiguousCommit { .. }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::placement::{less, Load};
+use super::placement::{less, Choice, Load};
 use super::{ApplyError, Outcome};
 use crate::model::{HandOff, MetadataState, Move, PartitionId};
 
@@ -49,16 +49,18 @@ pub(super) fn request_moves(
 
 /// Hands each partition the proposer still leads, under the epoch and
 /// committed end it names, to its target (or, if the target is no longer
-/// live, to the least-loaded live broker; if the move was cancelled, back
+/// live, to the broker `placed` decides; if the move was cancelled, back
 /// to the proposer under a new epoch so it reopens it, unless the proposer
-/// is draining). Hand-offs that no
-/// longer match the state are skipped, not refused: the rest of the batch
-/// still moves.
+/// is draining). Hand-offs that no longer match the state are skipped, not
+/// refused: the rest of the batch still moves. Without decisions
+/// (`placed` `None`: a command logged before they were made at proposal
+/// time), [`plan_complete`] makes them now.
 pub(super) fn complete_moves(
     state: &mut MetadataState,
     from: i32,
     broker_epoch: i64,
     handoffs: &[HandOff],
+    placed: Option<&[Move]>,
 ) -> Result<Outcome, ApplyError> {
     let current = state
         .brokers
@@ -72,8 +74,16 @@ pub(super) fn complete_moves(
             current,
         });
     }
+    let planned;
+    let placed = match placed {
+        Some(placed) => placed,
+        None => {
+            planned = plan_complete(state, from, handoffs);
+            &planned
+        }
+    };
     let draining = state.brokers.get(&from).is_some_and(|b| b.draining);
-    let mut load = Load::of(state);
+    let choice = Choice::new(state, placed);
     let (mut moved, mut skipped) = (0u32, 0u32);
     for h in handoffs {
         let Some(partition) = state.partition_mut(h.partition) else {
@@ -88,11 +98,11 @@ pub(super) fn complete_moves(
             continue;
         }
         partition.leader = match partition.target.take() {
-            Some(t) if load.is_live(t) => t,
-            Some(_) => load.place(h.partition.topic_id),
+            Some(t) if choice.is_live(t) => t,
+            Some(_) => choice.leader(h.partition),
             // Cancelled (or its target was fenced): a draining broker still
             // gives it away, any other keeps it.
-            None if draining => load.place(h.partition.topic_id),
+            None if draining => choice.leader(h.partition),
             None => from,
         };
         if partition.leader < 0 {
@@ -104,9 +114,55 @@ pub(super) fn complete_moves(
     Ok(Outcome::MovesCompleted { moved, skipped })
 }
 
+/// Where `CompleteMoves` from `from` places the partitions whose target is
+/// gone (or, from a draining broker, whose move was cancelled), by the
+/// placement rules, as [`complete_moves`] would meet them in order.
+pub(super) fn plan_complete(state: &MetadataState, from: i32, handoffs: &[HandOff]) -> Vec<Move> {
+    let draining = state.brokers.get(&from).is_some_and(|b| b.draining);
+    let mut load = Load::of(state);
+    let mut placed = Vec::new();
+    // What each handled partition looks like after its hand-off: (leader,
+    // leader epoch), its target taken.
+    let mut after: BTreeMap<PartitionId, (i32, i32)> = BTreeMap::new();
+    for h in handoffs {
+        let Some(partition) = state.partition(h.partition) else {
+            continue;
+        };
+        let (leader, epoch, target) = match after.get(&h.partition) {
+            Some(&(leader, epoch)) => (leader, epoch, None),
+            None => (partition.leader, partition.leader_epoch, partition.target),
+        };
+        if leader != from || epoch != h.leader_epoch || partition.committed_end != h.committed_end {
+            continue;
+        }
+        let mut to = match target {
+            Some(t) if load.is_live(t) => t,
+            None if !draining => from,
+            _ => {
+                let to = load.place(h.partition.topic_id);
+                placed.push(Move {
+                    partition: h.partition,
+                    to,
+                });
+                to
+            }
+        };
+        if to < 0 {
+            to = from;
+        }
+        after.insert(h.partition, (to, epoch.saturating_add(1)));
+    }
+    placed
+}
+
 /// Marks broker `id` draining and targets each partition it leads (or is
-/// about to lead) at the least-loaded other live broker.
-pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome, ApplyError> {
+/// about to lead) at the broker `placed` decides for it ([`plan_drain`]'s
+/// when `None`).
+pub(super) fn drain_broker(
+    state: &mut MetadataState,
+    id: i32,
+    placed: Option<&[Move]>,
+) -> Result<Outcome, ApplyError> {
     let broker = state
         .brokers
         .get(&id)
@@ -133,23 +189,55 @@ pub(super) fn drain_broker(state: &mut MetadataState, id: i32) -> Result<Outcome
             reason: "no other live broker can take its partitions".to_owned(),
         });
     }
+    let planned;
+    let placed = match placed {
+        Some(placed) => placed,
+        None => {
+            planned = plan_drain(state, id);
+            &planned
+        }
+    };
     if let Some(b) = state.brokers.get_mut(&id) {
         b.draining = true;
     }
-    let mut load = Load::of(state);
+    let choice = Choice::new(state, placed);
     let mut requested = 0u32;
     for topic in state.topics.values_mut() {
         let topic_id = topic.id;
-        for partition in &mut topic.partitions {
+        for (index, partition) in topic.partitions.iter_mut().enumerate() {
             if partition.leader == id || partition.target == Some(id) {
-                let to = load.place(topic_id);
+                let to = choice.leader(PartitionId {
+                    topic_id,
+                    partition: index as i32,
+                });
                 let partition = Arc::make_mut(partition);
-                partition.target = (to != partition.leader).then_some(to);
+                partition.target = (to >= 0 && to != partition.leader).then_some(to);
                 requested += 1;
             }
         }
     }
     Ok(Outcome::MovesRequested { requested })
+}
+
+/// Where a drain of broker `id` sends each partition it leads or is about
+/// to lead, by the placement rules.
+pub(super) fn plan_drain(state: &MetadataState, id: i32) -> Vec<Move> {
+    let mut load = Load::of_except(state, Some(id));
+    let mut placed = Vec::new();
+    for topic in state.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if partition.leader == id || partition.target == Some(id) {
+                placed.push(Move {
+                    partition: PartitionId {
+                        topic_id: topic.id,
+                        partition: index as i32,
+                    },
+                    to: load.place(topic.id),
+                });
+            }
+        }
+    }
+    placed
 }
 
 /// Records the loads broker `broker` measured on the partitions it leads

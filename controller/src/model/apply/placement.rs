@@ -6,13 +6,19 @@
 //! one share a zone) holds the fewest of the topic's partitions per broker,
 //! so a topic's partitions — and its producers' and consumers' traffic —
 //! spread over the zones, and a zone's outage moves only its share. Lowest
-//! id last, so placement is deterministic, as every command must be.
+//! id last, so placement is deterministic.
+//!
+//! These rules run when a command is proposed ([`super::decide`]), not when
+//! it applies: the command carries the decisions ([`Choice`]), so that
+//! controllers and broker mirrors of different versions, whose rules may
+//! differ, apply it alike (ADR 0013). Only commands logged without
+//! decisions run them at apply time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::model::MetadataState;
+use crate::model::{MetadataState, Move, PartitionId};
 
 /// The live (unfenced, not draining) brokers' loads, and where each
 /// topic's partitions are by zone.
@@ -30,13 +36,23 @@ pub(super) struct Load {
 impl Load {
     /// Counts each partition at its pending move's target, if any.
     pub(super) fn of(state: &MetadataState) -> Load {
+        Load::of_except(state, None)
+    }
+
+    /// As [`Load::of`], with broker `except` (if any) counted as not live:
+    /// the load a fence or drain of it leaves.
+    pub(super) fn of_except(state: &MetadataState, except: Option<i32>) -> Load {
         let mut load = Load {
             brokers: BTreeMap::new(),
             zone_of: BTreeMap::new(),
             zone_size: BTreeMap::new(),
             topic_zone: BTreeMap::new(),
         };
-        for b in state.brokers.values().filter(|b| !b.fenced && !b.draining) {
+        for b in state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && !b.draining && Some(b.id) != except)
+        {
             let zone = b.rack.clone().unwrap_or_default();
             load.brokers.insert(b.id, 0);
             *load.zone_size.entry(zone.clone()).or_default() += 1;
@@ -130,14 +146,42 @@ impl Load {
         self.add(topic, target);
         target
     }
+}
 
-    /// `leader` itself, or a placement when it is negative ("any broker").
-    pub(super) fn leader(&mut self, topic: Uuid, leader: i32) -> i32 {
-        if leader >= 0 {
-            self.add(topic, leader);
-            leader
-        } else {
-            self.place(topic)
+/// Placement decisions as a command carries them, applied (ADR 0013): a
+/// partition goes to the broker decided for it if that broker is live when
+/// the command applies, else to the live broker with the lowest id (`-1`
+/// when none is). This fallback is part of the log's meaning and never
+/// changes, so every version applies a decided command alike.
+pub(super) struct Choice {
+    placed: BTreeMap<PartitionId, i32>,
+    live: BTreeSet<i32>,
+}
+
+impl Choice {
+    /// The decisions `placed`, against the brokers live in `state` now.
+    pub(super) fn new(state: &MetadataState, placed: &[Move]) -> Choice {
+        Choice {
+            placed: placed.iter().map(|m| (m.partition, m.to)).collect(),
+            live: state
+                .brokers
+                .values()
+                .filter(|b| !b.fenced && !b.draining)
+                .map(|b| b.id)
+                .collect(),
+        }
+    }
+
+    /// Whether `broker` is registered, not fenced and not draining.
+    pub(super) fn is_live(&self, broker: i32) -> bool {
+        self.live.contains(&broker)
+    }
+
+    /// Where `partition` goes.
+    pub(super) fn leader(&self, partition: PartitionId) -> i32 {
+        match self.placed.get(&partition) {
+            Some(&broker) if self.is_live(broker) => broker,
+            _ => self.live.first().copied().unwrap_or(-1),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Random command sequences: `apply` never panics, a refused command
 //! changes nothing, every accepted one leaves a state that keeps the
 //! invariants, survives a JSON round trip, and never lowers a leader epoch;
-//! the same sequence gives the same state twice.
+//! the same sequence gives the same state twice. A command with its
+//! placement decided at proposal time applies exactly as the undecided one,
+//! and commands carrying arbitrary decisions keep all of that too.
 //!
 //! Commands come from a small world (brokers 1–4 and an unknown 9, topics
 //! t0–t2, partitions 0–4, objects o0–o7, two groups), built mostly from the
@@ -14,8 +16,8 @@ use uuid::Uuid;
 
 use crate::model::fixture::{check_invariants, Driver, Rng};
 use crate::model::{
-    Command, CommittedOffset, HandOff, IndexCommit, IndexEntry, MetadataState, Move, ObjectMeta,
-    PartitionId, ProducerSnapshot,
+    apply, decide, Command, CommittedOffset, HandOff, IndexCommit, IndexEntry, MetadataState, Move,
+    ObjectMeta, PartitionId, ProducerSnapshot,
 };
 
 /// A pick of the broker ids in play (9 is never registered).
@@ -281,6 +283,32 @@ fn command(rng: &mut Rng, state: &MetadataState, serial: &mut u64) -> Command {
     }
 }
 
+/// `cmd` carrying placement decisions that no rules of ours would make:
+/// random brokers (live, fenced, draining, unregistered), partitions that
+/// do not exist, or none; sometimes around a command that places nothing,
+/// or a decision around a decision. Another version's rules, a stale
+/// decision or a broken proposer: each must apply deterministically, keep
+/// the invariants or be refused with nothing changed.
+fn arbitrary_decision(rng: &mut Rng, state: &MetadataState, cmd: Command) -> Command {
+    let placed = (0..rng.below(6))
+        .map(|_| Move {
+            partition: partition(rng, state),
+            to: [-1, 1, 2, 3, 4, 9][rng.below(6) as usize],
+        })
+        .collect();
+    let command = match rng.below(8) {
+        0 => Command::Decided {
+            command: Box::new(cmd),
+            placed: Vec::new(),
+        },
+        _ => cmd,
+    };
+    Command::Decided {
+        command: Box::new(command),
+        placed,
+    }
+}
+
 /// Runs `steps` random commands from `seed`; returns the final state and
 /// how many were accepted.
 fn run(seed: u64, steps: usize) -> (MetadataState, usize) {
@@ -289,11 +317,38 @@ fn run(seed: u64, steps: usize) -> (MetadataState, usize) {
     let mut serial = 0;
     let mut accepted = 0;
     for step in 0..steps {
-        let cmd = command(&mut rng, &d.state, &mut serial);
+        let mut cmd = command(&mut rng, &d.state, &mut serial);
+        if rng.below(10) == 0 {
+            cmd = arbitrary_decision(&mut rng, &d.state, cmd);
+        }
         let before = d.state.clone();
+        // Proposed, the command is logged with its placement decided (and
+        // as JSON): that must apply exactly as the undecided command does
+        // under the same rules.
+        let decided = decide(&d.state, &cmd).map(|c| {
+            let json = serde_json::to_vec(&c).unwrap();
+            serde_json::from_slice::<Command>(&json).unwrap()
+        });
+        let by_decision = decided.as_ref().map(|c| {
+            let mut state = d.state.clone();
+            let index = state.last_applied + 1;
+            let result = apply(&mut state, index, c);
+            (state, result)
+        });
         // The driver checks the invariants after an accepted command and
         // that a refused one changed nothing.
-        if d.apply(&cmd).is_err() {
+        let result = d.apply(&cmd);
+        if let Some((state, decided_result)) = by_decision {
+            assert_eq!(
+                decided_result, result,
+                "seed {seed} step {step}: {cmd:?} decided as {decided:?}"
+            );
+            assert!(
+                state == d.state,
+                "seed {seed} step {step}: {cmd:?} decided as {decided:?} applies differently"
+            );
+        }
+        if result.is_err() {
             continue;
         }
         accepted += 1;
