@@ -26,6 +26,9 @@ pub struct AdminArgs {
     /// Give up waiting for moves after this many seconds (they carry on).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Mutual TLS with the controllers.
+    #[command(flatten)]
+    pub controller_tls: crate::controller_node::ControllerTlsArgs,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -78,7 +81,13 @@ pub enum AdminCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::new(args.controllers.clone(), ClientOptions::default());
+    let channels = args.controller_tls.channels()?;
+    let hint = channels.unreachable_hint();
+    let client = ControllerClient::with_channels(
+        args.controllers.clone(),
+        ClientOptions::default(),
+        channels,
+    );
     // Topic changes have no progress to follow: no copy of the metadata.
     let plan = match &args.command {
         AdminCommand::CreateTopic {
@@ -105,7 +114,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let (index, _) = client
         .read_state()
         .await
-        .context("cannot reach the controller quorum")?;
+        .with_context(|| format!("cannot reach the controller quorum ({hint})"))?;
     anyhow::ensure!(
         mirror.wait_for(index, Duration::from_secs(30)).await,
         "the metadata watch did not catch up within 30 s"

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use floe_controller::grpc::client::{ClientOptions, ControllerClient, Mirror};
+use floe_controller::grpc::network::Channels;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::Cluster;
+use crate::controller_node::ControllerTlsArgs;
 use crate::leadership::{self, Lease, Registration};
 use crate::local::{self, Parts, ServingArgs};
 use crate::storage::WalMode;
@@ -74,6 +76,9 @@ pub struct BrokerArgs {
     pub imds_poll_ms: u64,
     #[command(flatten)]
     pub serving: ServingArgs,
+    /// Mutual TLS with the controllers.
+    #[command(flatten)]
+    pub controller_tls: ControllerTlsArgs,
 }
 
 impl BrokerArgs {
@@ -113,6 +118,8 @@ pub(crate) struct Member<'a> {
     pub listener: tokio::net::TcpListener,
     pub advertised_listener: Option<&'a str>,
     pub controllers: Vec<String>,
+    /// Channels to the controllers (TLS or plaintext).
+    pub channels: Channels,
     pub objects: crate::storage::objects::Objects,
     pub wal_mode: WalMode,
     pub wal_dir: PathBuf,
@@ -129,6 +136,7 @@ impl BrokerNode {
         args.validate()?;
         let listener = local::bind(args.listen).await?;
         let objects = local::open_objects(&args.object_store).await?;
+        let channels = args.controller_tls.channels()?;
         start_member(Member {
             node_id: args.node_id,
             listener,
@@ -138,6 +146,7 @@ impl BrokerNode {
                 .iter()
                 .map(|c| c.trim().to_owned())
                 .collect(),
+            channels,
             objects,
             wal_mode: args.wal_mode,
             wal_dir: args.data_dir.join("wal"),
@@ -268,7 +277,11 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
     let listener = m.listener;
     let addr = listener.local_addr()?;
     let endpoints = m.controllers.clone();
-    let client = ControllerClient::new(endpoints.clone(), ClientOptions::default());
+    let client = ControllerClient::with_channels(
+        endpoints.clone(),
+        ClientOptions::default(),
+        m.channels.clone(),
+    );
     let mirror = Mirror::start(client.clone());
     let cluster = Arc::new(Cluster::quorum(client, mirror));
     let (host, port) = local::advertised(m.advertised_listener, addr);
@@ -281,9 +294,10 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
     };
     let epoch = leadership::register(&cluster, &me).await.with_context(|| {
         format!(
-            "cannot register broker {} with the controllers {}",
+            "cannot register broker {} with the controllers {} ({})",
             me.id,
-            endpoints.join(",")
+            endpoints.join(","),
+            m.channels.unreachable_hint()
         )
     })?;
     let lease = Arc::new(Lease::default());
@@ -295,12 +309,13 @@ pub(crate) async fn start_member(m: Member<'_>) -> anyhow::Result<BrokerNode> {
     );
     let stop = CancellationToken::new();
     // Renewals need their own short deadline: one that takes a lease is useless.
-    let heartbeats = ControllerClient::new(
+    let heartbeats = ControllerClient::with_channels(
         endpoints,
         ClientOptions {
             deadline: Duration::from_millis(1_000),
             attempt_timeout: Duration::from_millis(500),
         },
+        m.channels,
     );
     // The first renewal before serving: without it every write would be
     // refused until the renewal task's first round trip.

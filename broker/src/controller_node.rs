@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
 use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
+use floe_controller::grpc::tls::{Tls, TlsFiles};
 use floe_controller::raft::{ControllerNode, NodeId, RaftMetrics};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
@@ -97,6 +99,54 @@ pub struct ControllerArgs {
     /// failover) before an automatic rebalance, in seconds.
     #[arg(long, env = "FLOE_REBALANCE_COOLDOWN_S", default_value_t = 300)]
     pub rebalance_cooldown_s: u64,
+    /// Mutual TLS on both ports and towards the other controllers.
+    #[command(flatten)]
+    pub tls: ControllerTlsArgs,
+}
+
+/// Mutual TLS with the controllers (docs/controller.md, "TLS"): all three
+/// files or none. On `floe controller` they secure its own ports and its
+/// calls to the other controllers; on brokers and `floe admin`, their calls
+/// to the controllers.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ControllerTlsArgs {
+    /// PEM certificate of the authority that signs every controller's and
+    /// client's certificate (a cert-manager Secret's `ca.crt`).
+    #[arg(long, env = "FLOE_CONTROLLER_TLS_CA")]
+    pub controller_tls_ca: Option<PathBuf>,
+    /// PEM certificate (chain) of this process (`tls.crt`).
+    #[arg(long, env = "FLOE_CONTROLLER_TLS_CERT")]
+    pub controller_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (`tls.key`).
+    #[arg(long, env = "FLOE_CONTROLLER_TLS_KEY")]
+    pub controller_tls_key: Option<PathBuf>,
+}
+
+impl ControllerTlsArgs {
+    /// The TLS material, read now; `None` when no flag is given.
+    pub fn load(&self) -> anyhow::Result<Option<Tls>> {
+        match (
+            &self.controller_tls_ca,
+            &self.controller_tls_cert,
+            &self.controller_tls_key,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(Tls::load(&TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })?)),
+            _ => bail!(
+                "give all of --controller-tls-ca, --controller-tls-cert and \
+                 --controller-tls-key, or none of them"
+            ),
+        }
+    }
+
+    /// Channels to the controllers, over TLS when configured.
+    pub fn channels(&self) -> anyhow::Result<Channels> {
+        Ok(Channels::new(self.load()?))
+    }
 }
 
 impl ControllerArgs {
@@ -190,6 +240,7 @@ impl ControllerProcess {
                 lease: Duration::from_millis(args.broker_lease_ms),
                 grace: Duration::from_millis(args.broker_lease_grace_ms),
             },
+            tls: args.tls.load()?,
             balancer: BalancerConfig {
                 interval: (args.rebalance_interval_s > 0)
                     .then(|| Duration::from_secs(args.rebalance_interval_s)),

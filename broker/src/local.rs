@@ -332,6 +332,7 @@ impl LocalNode {
                 bootstrap_grace: Duration::ZERO,
                 leases: LeaseConfig::default(),
                 // One broker: nothing to balance.
+                tls: None,
                 balancer: BalancerConfig {
                     interval: None,
                     ..BalancerConfig::default()
@@ -351,6 +352,7 @@ impl LocalNode {
             listener,
             advertised_listener: args.advertised_listener.as_deref(),
             controllers: vec![api_addr.to_string()],
+            channels: Default::default(),
             objects,
             wal_mode: args.wal_mode,
             wal_dir: data_dir.join("wal"),

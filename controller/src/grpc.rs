@@ -12,6 +12,7 @@
 //!   follows leader hints, proposes exactly once (sessions), watches.
 //! - [`node`]: [`node::start`] runs one controller: storage, Raft, both
 //!   servers, and the one-time bootstrap of the initial voters.
+//! - [`tls`]: mutual TLS on both ports (optional; plaintext without it).
 //!
 //! The leader hint: a follower answers a leader-only call with
 //! `FAILED_PRECONDITION` and the response metadata [`LEADER_ID_HEADER`] and
@@ -22,6 +23,7 @@ pub mod client;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod tls;
 
 pub use client::{ClientError, ControllerClient, Mirror};
 

@@ -19,9 +19,10 @@ pub use placement::{
     PodTemplateOverrides, SpotSpec, WhenUnsatisfiable, ZoneSpreadSpec, DEFAULT_ZONE_TOPOLOGY_KEY,
 };
 pub use spec::{
-    BrokerSpec, ControllerSpec, CredentialsSecretRef, KafkaCluster, KafkaClusterSpec,
-    ListenersSpec, ObjectStorageSpec, PullPolicy, RebalanceSpec, ReclaimPolicy, ServiceAccountSpec,
-    VolumeSpec, WalMode, DEFAULT_ADVERTISED_HOST, HEALTH_PORT, MAX_CLUSTER_NAME_LEN,
+    BrokerSpec, ControllerSpec, ControllerTlsSpec, CredentialsSecretRef, KafkaCluster,
+    KafkaClusterSpec, ListenersSpec, ObjectStorageSpec, PullPolicy, RebalanceSpec, ReclaimPolicy,
+    ServiceAccountSpec, VolumeSpec, WalMode, DEFAULT_ADVERTISED_HOST, HEALTH_PORT,
+    MAX_CLUSTER_NAME_LEN,
 };
 pub use status::{
     condition, BrokerStatus, CapacityType, KafkaClusterStatus, ReassignmentOutcome,

@@ -109,6 +109,9 @@ pub struct KafkaClusterSpec {
 
 /// The Raft metadata quorum.
 #[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
+    .message("controllers.tls cannot be turned on or off in v1alpha1: controllers and brokers of both kinds could not talk while the pods roll")
+    .field_path(".tls"))]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerSpec {
     /// Number of Raft voters (the quorum size): 1 for development, 3 or 5 in
@@ -130,6 +133,26 @@ pub struct ControllerSpec {
     /// Automatic rebalancing by the controller leader.
     #[serde(default)]
     pub rebalance: RebalanceSpec,
+    /// Mutual TLS on the controllers' ports (Raft and metadata): controllers,
+    /// brokers and the operator present certificates of one authority.
+    /// Unset: plaintext, for networks that are private to the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ControllerTlsSpec>,
+}
+
+/// Where the certificates for mutual TLS with the controllers are.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerTlsSpec {
+    /// A Secret in the KafkaCluster's namespace with `ca.crt` (the
+    /// authority), `tls.crt` and `tls.key` (PEM), as cert-manager writes
+    /// them. Its certificate must name every controller pod's DNS name
+    /// (`*.<cluster>-controller-headless.<namespace>.svc`, see docs/operator.md) and
+    /// be usable as both server and client certificate. A renewed
+    /// certificate rolls the controllers and brokers.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("controllers.tls.secretName is immutable in v1alpha1; renew the certificate in the same Secret instead"))]
+    pub secret_name: String,
 }
 
 impl Default for ControllerSpec {
@@ -139,6 +162,7 @@ impl Default for ControllerSpec {
             storage: default_controller_storage(),
             resources: None,
             rebalance: RebalanceSpec::default(),
+            tls: None,
         }
     }
 }

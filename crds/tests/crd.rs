@@ -389,3 +389,25 @@ fn immutable_fields_refuse_changes_and_accept_no_ops() {
         );
     }
 }
+
+#[test]
+fn controller_tls_cannot_be_turned_on_off_or_pointed_elsewhere() {
+    let plain = cluster(with(minimal_spec(), "/controllers/replicas", json!(3)));
+    let tls = |name: &str| {
+        cluster(with(
+            with(minimal_spec(), "/controllers/replicas", json!(3)),
+            "/controllers/tls",
+            json!({"secretName": name}),
+        ))
+    };
+    cel(&tls("a"), None).expect("a new cluster may use TLS");
+    cel(&tls("a"), Some(&tls("a"))).expect("unchanged");
+    for (old, new, expected) in [
+        (&plain, &tls("a"), "cannot be turned on or off"),
+        (&tls("a"), &plain, "cannot be turned on or off"),
+        (&tls("a"), &tls("b"), "secretName is immutable"),
+    ] {
+        let errors = cel(new, Some(old)).expect_err(expected);
+        assert!(errors.iter().any(|e| e.contains(expected)), "{errors:?}");
+    }
+}

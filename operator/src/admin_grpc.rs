@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use floe_controller::grpc::client::{ClientError, ClientOptions, ControllerClient};
+use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::proto::{self, MoveProgressRequest};
+use floe_controller::grpc::tls::Tls;
 use floe_controller::model::MetadataState;
 use futures::future::BoxFuture;
 
@@ -18,8 +20,9 @@ use crate::names;
 use crate::reconcile::build::METADATA_PORT;
 use crate::reconcile::validate::ValidatedCluster;
 
-/// A cluster's namespace, name and controller endpoints.
-type ClusterKey = (String, String, Vec<String>);
+/// A cluster's namespace, name, controller endpoints and the digest of its
+/// TLS certificates (a renewed certificate gets a new client).
+type ClusterKey = (String, String, Vec<String>, Option<String>);
 
 /// Opens (and keeps) one controller client per cluster and controller set.
 #[derive(Default)]
@@ -44,24 +47,38 @@ impl GrpcConnector {
 impl AdminConnector for GrpcConnector {
     fn connect(&self, cluster: &ValidatedCluster) -> Box<dyn ClusterAdmin> {
         let endpoints = Self::endpoints(cluster);
+        let tls = cluster.controllers.tls.as_ref();
         let key = (
             cluster.namespace.clone(),
             cluster.name.clone(),
             endpoints.clone(),
+            tls.map(|t| t.digest()),
         );
-        let client = self
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        // The same cluster's clients for older endpoints or certificates go.
+        clients.retain(|k, _| k.0 != key.0 || k.1 != key.1 || *k == key);
+        let client = clients
             .entry(key)
             .or_insert_with(|| {
+                // The operator presents the cluster's own certificate.
+                let channels = match tls.map(|t| Tls::from_pem(&t.ca, &t.cert, &t.key)) {
+                    None => Channels::default(),
+                    Some(Ok(tls)) => Channels::new(Some(tls)),
+                    Some(Err(e)) => {
+                        // Validation checked the PEM; should it still fail, calls
+                        // fail (plaintext against TLS ports) instead of the operator.
+                        tracing::error!(cluster = %cluster.name, error = %e, "unusable controller TLS certificates");
+                        Channels::default()
+                    }
+                };
                 // A reconcile must not hang on an unreachable quorum.
-                ControllerClient::new(
+                ControllerClient::with_channels(
                     endpoints,
                     ClientOptions {
                         deadline: Duration::from_secs(10),
                         attempt_timeout: Duration::from_secs(3),
                     },
+                    channels,
                 )
             })
             .clone();

@@ -206,7 +206,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 /// The clusters to reconcile when `secret` changes: those in its namespace
-/// that name it as their credentials Secret.
+/// that name it as their credentials or controller TLS Secret.
 pub fn clusters_referencing(
     clusters: &[Arc<KafkaCluster>],
     secret: &Secret,
@@ -350,8 +350,9 @@ async fn reconcile_invalid(
     invalid: &InvalidSpec,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let secret_missing = cluster.spec.object_storage.credentials_secret.is_some()
-        && referenced.credentials_secret.is_none();
+    let secret_missing = (cluster.spec.object_storage.credentials_secret.is_some()
+        && referenced.credentials_secret.is_none())
+        || (cluster.spec.controllers.tls.is_some() && referenced.tls_secret.is_none());
     let reason = if secret_missing {
         "SecretMissing"
     } else {

@@ -80,6 +80,8 @@ pub const BROKER_CONTAINER: &str = "broker";
 pub const RAFT_LOG_VOLUME: &str = "raft-log";
 /// Volume (claim template in `volume` mode, emptyDir in `object` mode) of a broker.
 pub const WAL_VOLUME: &str = "wal";
+/// Volume of the controllers' TLS Secret (controllers and brokers).
+pub const CONTROLLER_TLS_VOLUME: &str = "controller-tls";
 /// Port name of the Kafka listener.
 pub const KAFKA_PORT: &str = "kafka";
 /// Port name of Raft peer traffic between controllers.

@@ -46,6 +46,7 @@ async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
             lease: Duration::from_secs(600),
             grace: Duration::from_secs(60),
         },
+        tls: None,
         balancer: BalancerConfig {
             interval: None,
             ..BalancerConfig::default()

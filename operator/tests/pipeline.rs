@@ -26,7 +26,7 @@ fn built(name: &str) -> (ValidatedCluster, Children) {
     (validated, children)
 }
 
-const VALID: [&str; 4] = ["minimal", "full", "object-mode", "spot"];
+const VALID: [&str; 5] = ["minimal", "full", "object-mode", "spot", "tls"];
 
 fn to_yaml(children: &Children) -> String {
     children
@@ -620,4 +620,89 @@ fn a_config_change_changes_the_pod_template_hash() {
         after.broker_statefulsets[0].spec.template,
         scaled.broker_statefulsets[0].spec.template
     );
+}
+
+#[test]
+fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_them() {
+    let (v, children) = built("tls");
+    let tls = v.controllers.tls.as_ref().expect("validated TLS");
+    assert_eq!(tls.secret_name, "events-controller-tls");
+    let data = data(&children);
+    assert_eq!(
+        data["FLOE_CONTROLLER_TLS_CA"],
+        "/etc/floe/controller-tls/ca.crt"
+    );
+    assert_eq!(
+        data["FLOE_CONTROLLER_TLS_CERT"],
+        "/etc/floe/controller-tls/tls.crt"
+    );
+    assert_eq!(
+        data["FLOE_CONTROLLER_TLS_KEY"],
+        "/etc/floe/controller-tls/tls.key"
+    );
+    let sets =
+        std::iter::once(&children.controller_statefulset).chain(&children.broker_statefulsets);
+    for sts in sets {
+        let name = sts.metadata.name.clone().unwrap();
+        let spec = sts.spec.template.spec.as_ref().unwrap();
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "controller-tls")
+            .unwrap_or_else(|| panic!("{name}: no TLS volume"));
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("events-controller-tls"));
+        assert_eq!(
+            secret.default_mode,
+            Some(0o440),
+            "{name}: the key is group-readable only"
+        );
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "controller-tls")
+            .unwrap_or_else(|| panic!("{name}: no TLS mount"));
+        assert_eq!(mount.mount_path, "/etc/floe/controller-tls");
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    // A renewed certificate (same Secret, new contents) changes the pods'
+    // template: they roll onto it.
+    let (cluster, mut referenced) = load("tls");
+    let secret = referenced.tls_secret.as_mut().unwrap();
+    secret.string_data.as_mut().unwrap().insert(
+        "tls.crt".into(),
+        "-----BEGIN CERTIFICATE-----\nbmV3\n-----END CERTIFICATE-----\n".into(),
+    );
+    let renewed = build(&validate(&cluster, &referenced).unwrap());
+    assert_ne!(
+        config_hash(&children.config_map),
+        config_hash(&renewed.config_map)
+    );
+    assert_ne!(
+        children.controller_statefulset.spec.template,
+        renewed.controller_statefulset.spec.template
+    );
+
+    // Without TLS, nothing of it.
+    let (_, plain) = built("minimal");
+    assert!(!data_has_tls(&plain));
+    let spec = &plain.controller_statefulset.spec;
+    assert!(spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .all(|v| v.name != "controller-tls"));
+}
+
+fn data_has_tls(children: &Children) -> bool {
+    data(children)
+        .keys()
+        .any(|k| k.starts_with("FLOE_CONTROLLER_TLS"))
 }

@@ -35,6 +35,20 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
         "invalid-endpoint-without-credentials",
         &[("spec.objectStorage.credentialsSecret", "required when objectStorage.endpoint is set")],
     ),
+    (
+        "invalid-tls-secret",
+        &[
+            ("spec.controllers.tls.secretName", "Secret \"events-controller-tls\" has no non-empty key \"ca.crt\""),
+            ("spec.controllers.tls.secretName", "Secret \"events-controller-tls\" key \"tls.key\" is not a PEM PRIVATE KEY"),
+        ],
+    ),
+    (
+        "invalid-tls-missing-secret",
+        &[(
+            "spec.controllers.tls.secretName",
+            "Secret \"events-controller-tls\" not found in namespace \"streaming\": create it",
+        )],
+    ),
     ("invalid-spot-without-selector", &[("spec.spot.nodeSelector", "required when spot.enabled is true")]),
     ("invalid-name", &[("metadata.name", "\"events.prod\" must be at most 40 lowercase letters, digits and '-'")]),
     (
@@ -162,6 +176,7 @@ fn the_examples_in_docs_operator_md_are_valid() {
         cluster.metadata.uid = Some("00000000-0000-4000-8000-000000000000".into());
         // The full example names a Secret; give the dereference step one.
         let referenced = Referenced {
+            tls_secret: None,
             credentials_secret: cluster.spec.object_storage.credentials_secret.as_ref().map(|c| {
                 serde_json::from_value(json!({
                     "metadata": {"name": c.name},

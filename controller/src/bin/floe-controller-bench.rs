@@ -452,6 +452,7 @@ async fn main() -> anyhow::Result<()> {
             raft: node::default_raft_config("floe-bench").map_err(|e| anyhow::anyhow!("{e}"))?,
             bootstrap_grace: Duration::from_millis(50),
             leases: Default::default(),
+            tls: None,
             balancer: floe_controller::grpc::service::BalancerConfig {
                 interval: None,
                 ..Default::default()

@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::raft_peer_client::RaftPeerClient;
 use super::proto::RaftPayload;
+use super::tls::Tls;
 use super::MAX_MESSAGE_BYTES;
 use crate::raft::{ControllerNode, NodeId, TypeConfig};
 
@@ -35,16 +36,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS towards the controllers, or plaintext.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Channels {
+    /// Channels that speak mutual TLS (see [`super::tls`]) when `tls` is
+    /// given, plaintext HTTP/2 otherwise.
+    pub fn new(tls: Option<Tls>) -> Channels {
+        Channels {
+            by_addr: Arc::default(),
+            tls: tls.map(Arc::new),
+        }
+    }
+
+    /// Whether these channels speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// What to check when no controller answers through these channels.
+    pub fn unreachable_hint(&self) -> &'static str {
+        if self.tls() {
+            "check the addresses, that the controllers speak TLS, that their \
+             certificate names the address dialled, and that both sides trust \
+             the same authority"
+        } else {
+            "check the addresses; controllers that speak TLS need \
+             --controller-tls-ca, --controller-tls-cert and --controller-tls-key"
+        }
+    }
+
     /// The channel to `addr` (`host:port`), created on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = map.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = match &self.tls {
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.client())?
+            }
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+        };
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

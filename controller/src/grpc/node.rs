@@ -26,6 +26,7 @@ use super::proto::admin_server::AdminServer;
 use super::proto::metadata_server::MetadataServer;
 use super::proto::raft_peer_server::RaftPeerServer;
 use super::service::{ApiService, PeerService};
+use super::tls::Tls;
 use super::{MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
 use crate::raft::{open_storage, ControllerNode, NodeId, Raft, StateMachine};
 
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     pub leases: super::service::LeaseConfig,
     /// Automatic rebalancing by this controller while it leads.
     pub balancer: super::service::BalancerConfig,
+    /// Mutual TLS on both ports and towards the peers; plaintext when
+    /// `None`. Every controller of a cluster must agree.
+    pub tls: Option<Tls>,
 }
 
 /// openraft settings for controllers: heartbeats every 100 ms, elections
@@ -109,6 +113,10 @@ pub enum StartError {
     Raft(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "TLS: {0} (check that the certificate and the private key are PEM and belong together)"
+    )]
+    Tls(tonic::transport::Error),
 }
 
 /// A running controller.
@@ -139,13 +147,22 @@ pub async fn start(
     listeners: Listeners,
 ) -> Result<RunningController, StartError> {
     let (raft_addr, api_addr) = listeners.addrs()?;
+    let server = || match &config.tls {
+        Some(tls) => tonic::transport::Server::builder()
+            .tls_config(tls.server())
+            .map_err(StartError::Tls),
+        None => Ok(tonic::transport::Server::builder()),
+    };
+    // Both builders are made before anything starts, so that a bad
+    // certificate stops the controller before it opens its storage.
+    let (mut peer_server, mut api_server) = (server()?, server()?);
     let (log, sm) = open_storage(&config.data_dir)
         .await
         .map_err(|source| StartError::Storage {
             dir: config.data_dir.clone(),
             source: Box::new(source),
         })?;
-    let network = GrpcNetwork::new(config.id, Channels::default());
+    let network = GrpcNetwork::new(config.id, Channels::new(config.tls.clone()));
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft.clone()),
@@ -160,7 +177,7 @@ pub async fn start(
     let shutdown = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer = tonic::transport::Server::builder()
+    let peer = peer_server
         .add_service(
             RaftPeerServer::new(PeerService::new(raft.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -175,7 +192,7 @@ pub async fn start(
         config.leases,
         config.balancer,
     );
-    let api = tonic::transport::Server::builder()
+    let api = api_server
         .add_service(
             MetadataServer::new(api_service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

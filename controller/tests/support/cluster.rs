@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use floe_controller::grpc::client::ClientOptions;
+use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
 use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
+use floe_controller::grpc::tls::Tls;
 use floe_controller::grpc::ControllerClient;
 use floe_controller::model::{Command, HandOff, Outcome, PartitionId};
 use floe_controller::raft::{ControllerNode, NodeId};
@@ -25,6 +27,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RunningController>,
     /// Automatic balancing of the nodes started from now on.
     pub balancer: Option<BalancerConfig>,
+    /// Mutual TLS on every controller, and for [`Cluster::client`].
+    pub tls: Option<Tls>,
 }
 
 pub fn config(
@@ -47,6 +51,7 @@ pub fn config(
             lease: LEASE,
             grace: LEASE_GRACE,
         },
+        tls: None,
         // Off unless a test turns it on (`Cluster::balancer`).
         balancer: BalancerConfig {
             interval: None,
@@ -66,6 +71,19 @@ impl Cluster {
         root: &Path,
         balancer: Option<BalancerConfig>,
     ) -> anyhow::Result<Cluster> {
+        Cluster::start_configured(root, balancer, None).await
+    }
+
+    /// Like [`Cluster::start`], every controller speaking mutual TLS.
+    pub async fn start_tls(root: &Path, tls: Tls) -> anyhow::Result<Cluster> {
+        Cluster::start_configured(root, None, Some(tls)).await
+    }
+
+    async fn start_configured(
+        root: &Path,
+        balancer: Option<BalancerConfig>,
+        tls: Option<Tls>,
+    ) -> anyhow::Result<Cluster> {
         let mut listeners = BTreeMap::new();
         let mut voters = BTreeMap::new();
         for id in 1..=3 {
@@ -79,6 +97,7 @@ impl Cluster {
             voters,
             nodes: BTreeMap::new(),
             balancer,
+            tls,
         };
         for (id, l) in listeners {
             cluster.start_node(id, l).await?;
@@ -91,6 +110,7 @@ impl Cluster {
         if let Some(balancer) = self.balancer {
             config.balancer = balancer;
         }
+        config.tls = self.tls.clone();
         let running = node::start(config, listeners).await?;
         self.nodes.insert(id, running);
         Ok(())
@@ -109,13 +129,19 @@ impl Cluster {
     }
 
     pub fn client(&self) -> ControllerClient {
-        ControllerClient::new(
-            self.voters.values().map(|n| n.api_addr.clone()).collect(),
+        ControllerClient::with_channels(
+            self.endpoints(),
             ClientOptions {
                 deadline: WAIT,
                 attempt_timeout: Duration::from_secs(3),
             },
+            Channels::new(self.tls.clone()),
         )
+    }
+
+    /// The controllers' metadata addresses.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.voters.values().map(|n| n.api_addr.clone()).collect()
     }
 
     pub async fn leader(&self) -> anyhow::Result<NodeId> {

@@ -53,6 +53,8 @@ pub const RAFT_PORT: i32 = 9093;
 pub const METADATA_PORT: i32 = 9094;
 /// Where controllers and brokers keep their state (the PVC or emptyDir).
 pub const DATA_DIR: &str = "/var/lib/floe";
+/// Where controllers and brokers find the TLS Secret's files.
+pub const CONTROLLER_TLS_DIR: &str = "/etc/floe/controller-tls";
 
 /// Every object the operator owns for one KafkaCluster.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,6 +12,8 @@ use kube::{Api, Client};
 pub struct Referenced {
     /// `spec.objectStorage.credentialsSecret`, if the spec names one and it exists.
     pub credentials_secret: Option<Secret>,
+    /// `spec.controllers.tls.secretName`, if the spec names one and it exists.
+    pub tls_secret: Option<Secret>,
 }
 
 /// Reading a referenced object failed (other than it not existing).
@@ -33,30 +35,40 @@ pub async fn dereference(
     cluster: &KafkaCluster,
 ) -> Result<Referenced, DereferenceError> {
     let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
-    let mut referenced = Referenced::default();
-    if let Some(secret) = &cluster.spec.object_storage.credentials_secret {
-        if !secret.name.is_empty() && !namespace.is_empty() {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-            referenced.credentials_secret =
-                api.get_opt(&secret.name)
-                    .await
-                    .map_err(|source| DereferenceError {
-                        namespace: namespace.clone(),
-                        name: secret.name.clone(),
-                        source,
-                    })?;
+    let get = |name: String| {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let namespace = namespace.clone();
+        async move {
+            if name.is_empty() || namespace.is_empty() {
+                return Ok(None);
+            }
+            api.get_opt(&name).await.map_err(|source| DereferenceError {
+                namespace,
+                name,
+                source,
+            })
         }
-    }
-    Ok(referenced)
+    };
+    let spec = &cluster.spec;
+    Ok(Referenced {
+        credentials_secret: match &spec.object_storage.credentials_secret {
+            Some(secret) => get(secret.name.clone()).await?,
+            None => None,
+        },
+        tls_secret: match &spec.controllers.tls {
+            Some(tls) => get(tls.secret_name.clone()).await?,
+            None => None,
+        },
+    })
 }
 
 /// The Secret names a KafkaCluster references (for mapping Secret events
 /// back to the clusters that use them).
 pub fn referenced_secrets(cluster: &KafkaCluster) -> impl Iterator<Item = &str> {
-    cluster
-        .spec
-        .object_storage
+    let spec = &cluster.spec;
+    spec.object_storage
         .credentials_secret
         .iter()
         .map(|s| s.name.as_str())
+        .chain(spec.controllers.tls.iter().map(|t| t.secret_name.as_str()))
 }

@@ -50,8 +50,8 @@ mod syntax;
 mod validated;
 
 pub use validated::{
-    BrokerSet, Brokers, Controllers, Listener, ObjectStore, ValidatedCluster, ZoneSpread,
-    BROKER_ID_ENV, DEFAULT_IMAGE, POD_NAME_ENV,
+    BrokerSet, Brokers, ControllerTls, Controllers, Listener, ObjectStore, ValidatedCluster,
+    ZoneSpread, BROKER_ID_ENV, DEFAULT_IMAGE, POD_NAME_ENV,
 };
 
 /// One thing wrong with a spec.
@@ -123,7 +123,7 @@ pub fn validate(
         Some(image) => image.clone(),
         None => DEFAULT_IMAGE.to_string(),
     };
-    let controllers = c.controllers(&spec.controllers);
+    let controllers = c.controllers(&spec.controllers, &namespace, referenced);
     let brokers = c.brokers(&spec.brokers, &spec.spot, &spec.pod_template);
     let object_store = c.object_store(&spec.object_storage, &namespace, &name, referenced);
     let listener = c.listener(
@@ -256,7 +256,12 @@ impl Checker {
         }
     }
 
-    fn controllers(&mut self, spec: &ControllerSpec) -> Controllers {
+    fn controllers(
+        &mut self,
+        spec: &ControllerSpec,
+        namespace: &str,
+        referenced: &Referenced,
+    ) -> Controllers {
         if ![1, 3, 5].contains(&spec.replicas) {
             self.problem(
                 "spec.controllers.replicas",
@@ -282,12 +287,87 @@ impl Checker {
                 self.problem(field, format!("{value} is negative"));
             }
         }
+        let tls = spec
+            .tls
+            .as_ref()
+            .and_then(|tls| self.controller_tls(&tls.secret_name, namespace, referenced));
         Controllers {
             replicas: spec.replicas,
             storage: spec.storage.clone(),
             resources: spec.resources.clone(),
             rebalance: spec.rebalance.clone(),
+            tls,
         }
+    }
+
+    /// The TLS Secret's three PEM files, or problems.
+    fn controller_tls(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        referenced: &Referenced,
+    ) -> Option<ControllerTls> {
+        let field = "spec.controllers.tls.secretName";
+        if name.is_empty() {
+            self.problem(field, "must name a Secret");
+            return None;
+        }
+        let Some(secret) = referenced
+            .tls_secret
+            .as_ref()
+            .filter(|s| s.metadata.name.as_deref() == Some(name))
+        else {
+            self.problem(
+                field,
+                format!(
+                    "Secret {name:?} not found in namespace {namespace:?}: create it (a \
+                     cert-manager Certificate, or `kubectl create secret generic`) with the \
+                     keys ca.crt, tls.crt and tls.key"
+                ),
+            );
+            return None;
+        };
+        let value = |key: &str| -> Vec<u8> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+                .filter(|v| !v.is_empty())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|v| v.as_bytes().to_vec())
+                })
+                .unwrap_or_default()
+        };
+        let (ca, cert, key) = (value("ca.crt"), value("tls.crt"), value("tls.key"));
+        let mut ok = true;
+        for (key, bytes, kind) in [
+            ("ca.crt", &ca, "CERTIFICATE"),
+            ("tls.crt", &cert, "CERTIFICATE"),
+            ("tls.key", &key, "PRIVATE KEY"),
+        ] {
+            if !floe_controller::grpc::tls::is_pem(bytes, kind) {
+                ok = false;
+                self.problem(
+                    field,
+                    if bytes.is_empty() {
+                        format!("Secret {name:?} has no non-empty key {key:?}")
+                    } else {
+                        format!("Secret {name:?} key {key:?} is not a PEM {kind}")
+                    },
+                );
+            }
+        }
+        ok.then(|| ControllerTls {
+            secret_name: name.to_owned(),
+            ca,
+            cert,
+            key,
+        })
     }
 
     fn brokers(

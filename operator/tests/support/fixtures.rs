@@ -21,8 +21,9 @@ pub fn dir(sub: &str) -> PathBuf {
 pub fn load(name: &str) -> (KafkaCluster, Referenced) {
     let path = dir("fixtures").join(format!("{name}.yaml"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut cluster = None;
+    let mut cluster: Option<KafkaCluster> = None;
     let mut referenced = Referenced::default();
+    let mut secrets = Vec::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
         let value = Value::deserialize(doc).expect("fixture is YAML");
         match value["kind"].as_str() {
@@ -30,11 +31,26 @@ pub fn load(name: &str) -> (KafkaCluster, Referenced) {
                 cluster = Some(serde_json::from_value(value).expect("a KafkaCluster"))
             }
             Some("Secret") => {
-                referenced.credentials_secret =
-                    Some(serde_json::from_value::<Secret>(value).expect("a Secret"))
+                secrets.push(serde_json::from_value::<Secret>(value).expect("a Secret"))
             }
             other => panic!("{name}: unexpected document kind {other:?}"),
         }
     }
-    (cluster.expect("fixture has a KafkaCluster"), referenced)
+    let cluster: KafkaCluster = cluster.expect("fixture has a KafkaCluster");
+    // The TLS Secret is the one the spec names there; any other is the
+    // credentials Secret.
+    let tls_name = cluster
+        .spec
+        .controllers
+        .tls
+        .as_ref()
+        .map(|t| t.secret_name.clone());
+    for secret in secrets {
+        if secret.metadata.name.is_some() && secret.metadata.name == tls_name {
+            referenced.tls_secret = Some(secret);
+        } else {
+            referenced.credentials_secret = Some(secret);
+        }
+    }
+    (cluster, referenced)
 }

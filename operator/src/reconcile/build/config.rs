@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{metadata, METADATA_PORT, RAFT_PORT};
+use super::{metadata, CONTROLLER_TLS_DIR, METADATA_PORT, RAFT_PORT};
 use crate::names;
 use crate::reconcile::validate::ValidatedCluster;
 
@@ -43,6 +43,18 @@ pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
                 .join(","),
         ),
     ]);
+    if let Some(tls) = &cluster.controllers.tls {
+        for (var, file) in [
+            ("FLOE_CONTROLLER_TLS_CA", "ca.crt"),
+            ("FLOE_CONTROLLER_TLS_CERT", "tls.crt"),
+            ("FLOE_CONTROLLER_TLS_KEY", "tls.key"),
+        ] {
+            data.insert(var.to_string(), format!("{CONTROLLER_TLS_DIR}/{file}"));
+        }
+        // Read by nothing: its change (a renewed certificate) changes the
+        // config hash, which rolls the pods onto the new files.
+        data.insert("FLOE_CONTROLLER_TLS_DIGEST".to_string(), tls.digest());
+    }
     if let Some(region) = &cluster.object_store.region {
         data.insert("AWS_REGION".to_string(), region.clone());
     }

@@ -9,14 +9,14 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::DATA_DIR;
+use super::{CONTROLLER_TLS_DIR, DATA_DIR};
 use crate::labels::{self, Component};
 use crate::names;
 use crate::reconcile::validate::ValidatedCluster;
@@ -53,6 +53,29 @@ pub(super) fn template(
     node_selector.extend(parts.node_selector);
     let mut tolerations = user.tolerations.clone();
     tolerations.extend(parts.tolerations);
+    let mut container = parts.container;
+    let mut volumes = parts.volumes;
+    if let Some(tls) = &cluster.controllers.tls {
+        volumes.push(Volume {
+            name: names::CONTROLLER_TLS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                // Readable by the pod's group (fsGroup) only: it holds a key.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: names::CONTROLLER_TLS_VOLUME.to_string(),
+                mount_path: CONTROLLER_TLS_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+    }
     let spread = cluster.zone_spread.as_ref().map(|z| {
         vec![TopologySpreadConstraint {
             max_skew: z.max_skew,
@@ -99,8 +122,8 @@ pub(super) fn template(
             priority_class_name: user.priority_class_name.clone(),
             image_pull_secrets: (!user.image_pull_secrets.is_empty())
                 .then(|| user.image_pull_secrets.clone()),
-            containers: vec![parts.container],
-            volumes: (!parts.volumes.is_empty()).then_some(parts.volumes),
+            containers: vec![container],
+            volumes: (!volumes.is_empty()).then_some(volumes),
             ..PodSpec::default()
         }),
     }

@@ -59,6 +59,46 @@ pub struct Controllers {
     pub resources: Option<ResourceRequirements>,
     /// Automatic rebalancing by the leader.
     pub rebalance: floe_crds::RebalanceSpec,
+    /// Mutual TLS on the controllers' ports, when configured.
+    pub tls: Option<ControllerTls>,
+}
+
+/// The certificates for mutual TLS with the controllers, as read from
+/// their Secret (the operator presents them too).
+#[derive(Clone, PartialEq)]
+pub struct ControllerTls {
+    /// The Secret pods mount.
+    pub secret_name: String,
+    /// `ca.crt`, `tls.crt`, `tls.key` (PEM).
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl ControllerTls {
+    /// A stable digest of the three files (64-bit FNV-1a, hex): it goes into
+    /// the pods' ConfigMap, so a renewed certificate rolls the pods.
+    pub fn digest(&self) -> String {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = OFFSET;
+        for part in [&self.ca, &self.cert, &self.key] {
+            for &byte in part.iter().chain(&[0]) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(PRIME);
+            }
+        }
+        format!("{hash:016x}")
+    }
+}
+
+impl std::fmt::Debug for ControllerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerTls")
+            .field("secret_name", &self.secret_name)
+            .field("digest", &self.digest())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Controllers {
