@@ -1,13 +1,15 @@
 //! The storage engine over a fault-injecting object store (an `InMemory`
 //! store behind a wrapper that fails PUTs, lands PUTs but reports an error,
-//! adds latency, and truncates ranged GET bodies), with the real metadata
+//! adds latency, and truncates or corrupts ranged GET bodies), with the real metadata
 //! store as the index.
 //!
 //! Proves: `volume` mode keeps acknowledging while PUTs fail and the data
 //! survives a restart from the WAL; `object` mode acknowledges only after a
 //! PUT succeeds; a PUT that landed but reported an error leaves an orphan,
 //! never a duplicate; slow PUTs batch many appends per object; a truncated
-//! GET body is an error, never short data served (or cached) as the log;
+//! GET body is an error, never short data served (or cached) as the log; a
+//! corrupt one is read again, and if it stays corrupt it is an error, never
+//! served, cached or compacted;
 //! a PUT busy building its request leaves the runtime free.
 
 #[path = "support/records.rs"]
@@ -48,6 +50,9 @@ struct Faults {
     put_busy: Duration,
     /// Return only the first half of this many ranged GET bodies.
     truncate_gets: u32,
+    /// Flip one bit in the middle of this many ranged GET bodies (a bad
+    /// read: the stored object is intact).
+    corrupt_gets: u32,
     /// PUT attempts seen (data objects only; probes excluded).
     data_puts: u32,
 }
@@ -151,15 +156,21 @@ impl ObjectStore for FaultyStore {
         Box::pin(async move {
             let ranged = options.range.is_some() && !options.head;
             let r = self.inner.get_opts(location, options).await?;
-            let truncate = ranged && {
+            let (truncate, corrupt) = if ranged {
                 let mut f = self.faults();
                 let t = f.truncate_gets > 0;
                 if t {
                     f.truncate_gets -= 1;
                 }
-                t
+                let c = !t && f.corrupt_gets > 0;
+                if c {
+                    f.corrupt_gets -= 1;
+                }
+                (t, c)
+            } else {
+                (false, false)
             };
-            if !truncate {
+            if !truncate && !corrupt {
                 return Ok(r);
             }
             // Keep the metadata (and the claimed range); cut the body short,
@@ -180,10 +191,17 @@ impl ObjectStore for FaultyStore {
             }
             .bytes()
             .await?;
-            let short = body.slice(..body.len() / 2);
+            let served = if truncate {
+                body.slice(..body.len() / 2)
+            } else {
+                let mut flipped = body.to_vec();
+                let at = flipped.len() / 2;
+                flipped[at] ^= 0x10;
+                Bytes::from(flipped)
+            };
             Ok(GetResult {
                 payload: GetResultPayload::Stream(
-                    futures::stream::once(async move { Ok(short) }).boxed(),
+                    futures::stream::once(async move { Ok(served) }).boxed(),
                 ),
                 meta,
                 range,
@@ -562,6 +580,76 @@ async fn truncated_range_bodies_are_errors_not_short_logs() {
     }
     // Nothing truncated may stay cached: the next reads return the whole log.
     assert_log(&cold, &fx.ids, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_range_bodies_are_read_again_never_served_cached_or_compacted() {
+    let fx = Fixture::new(1).await;
+    let storage = fx
+        .open(records::small_config(WalMode::Volume, fx.wal_dir("wal")))
+        .await;
+    // Three objects, so compaction has a run of entries to merge.
+    let mut expected = vec![Vec::new(); fx.ids.len()];
+    for round in 0..3 {
+        let more = append_some(&storage, &fx.ids, 15, &format!("c{round}")).await;
+        for (all, new) in expected.iter_mut().zip(more) {
+            all.extend(new);
+        }
+        within(Duration::from_secs(15), "flush", storage.flush()).await;
+    }
+    close(storage).await;
+    let cold = || fx.open(records::small_config(WalMode::Volume, fx.wal_dir("empty")));
+    let id = fx.ids[0];
+
+    // One bad read: the engine reads the range again and serves it whole.
+    let engine = cold().await;
+    fx.store.faults().corrupt_gets = 1;
+    assert_log(&engine, &fx.ids, &expected).await;
+    assert_eq!(fx.store.faults().corrupt_gets, 0, "the fault was not hit");
+    close(engine).await;
+
+    // Every read bad: an error (KAFKA_STORAGE_ERROR to a consumer), never
+    // the flipped bytes; and nothing bad stays cached.
+    let engine = cold().await;
+    fx.store.faults().corrupt_gets = u32::MAX;
+    match engine.read(id, 0, 1 << 20).await {
+        Err(e) => assert!(e.to_string().contains("CRC"), "{e}"),
+        Ok(bytes) => panic!("corrupt data was served: {} bytes", bytes.len()),
+    }
+    // Compaction reads the same way: it skips the run rather than copying
+    // corrupt bytes into a new object and releasing the good ones. (The
+    // records carry 1970 timestamps: keep retention out of it.)
+    fx.cluster
+        .propose(Command::AlterTopicConfigs {
+            name: "t".into(),
+            set: [("retention.ms".to_string(), "-1".to_string())].into(),
+            delete: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let objects_before = fx.committed_objects();
+    let m = engine
+        .maintain(floe_broker::storage::compactor::CompactionConfig {
+            small_entry_bytes: u64::MAX,
+            target_bytes: u64::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(m.compacted_runs, 0, "a corrupt run was compacted");
+    assert_eq!(fx.committed_objects(), objects_before);
+    fx.store.faults().corrupt_gets = 0;
+    assert_log(&engine, &fx.ids, &expected).await;
+    // The same pass with good reads compacts (so the one above had a run
+    // to refuse), and the log is unchanged.
+    let m = engine
+        .maintain(floe_broker::storage::compactor::CompactionConfig {
+            small_entry_bytes: u64::MAX,
+            target_bytes: u64::MAX,
+        })
+        .await
+        .unwrap();
+    assert!(m.compacted_runs > 0, "nothing to compact: {m:?}");
+    assert_log(&engine, &fx.ids, &expected).await;
 }
 
 /// Building a PUT can be long CPU work on the calling thread (S3 hashes the

@@ -15,7 +15,6 @@ use floe_controller::model::{IndexEntry, ObjectMeta, PartitionId};
 
 use super::uploader::now_ms;
 use super::Storage;
-use crate::protocol::batch;
 
 /// Tuning for [`Storage::maintain`].
 #[derive(Debug, Clone, Copy)]
@@ -165,30 +164,12 @@ impl Storage {
         run: Vec<IndexEntry>,
     ) -> Result<Vec<String>, String> {
         let mut body = BytesMut::new();
-        let mut expected = run[0].base_offset;
         for e in &run {
-            let chunk = self
-                .objects
-                .get_range(&e.object_key, e.byte_start..e.byte_start + e.byte_len)
+            // Never write what we cannot vouch for: each chunk must hold
+            // exactly its entry's offsets, in batches whose CRCs match.
+            let chunk = super::read::fetch_entry(&self.objects, e)
                 .await
                 .map_err(|e| e.to_string())?;
-            // Never write what we cannot vouch for: the chunk must hold exactly
-            // the entry's offsets, batch after batch.
-            for (h, _) in batch::iter(&chunk) {
-                if h.base_offset != expected {
-                    return Err(format!(
-                        "object {} holds offset {} where {} was expected",
-                        e.object_key, h.base_offset, expected
-                    ));
-                }
-                expected = h.base_offset + h.offset_count();
-            }
-            if expected != e.end_offset {
-                return Err(format!(
-                    "object {} ends at {expected}, index says {}",
-                    e.object_key, e.end_offset
-                ));
-            }
             body.extend_from_slice(&chunk);
         }
         let last = &run[run.len() - 1];

@@ -51,6 +51,13 @@ pub enum ObjectsError {
         end: u64,
         got: usize,
     },
+    #[error("object {key} range {start}..{end} does not hold the record batches the index names: {reason} (read twice; it is not served or cached)")]
+    Corrupt {
+        key: String,
+        start: u64,
+        end: u64,
+        reason: String,
+    },
 }
 
 /// Retries with exponential backoff on throttling (503 SlowDown), 5xx and

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use floe_controller::model::{IndexEntry, PartitionId};
 
+use super::objects::{Objects, ObjectsError};
 use super::partition::Partition;
 use super::{ReadError, Storage};
 use crate::protocol::batch;
@@ -108,12 +109,11 @@ impl Storage {
     }
 
     async fn load_chunk(&self, e: &IndexEntry) -> Result<Bytes, ReadError> {
-        let range = e.byte_start..e.byte_start + e.byte_len;
         self.cache
             .get_or_load(&e.object_key, e.byte_start, || {
                 let objects = self.objects.clone();
-                let key = e.object_key.clone();
-                async move { objects.get_range(&key, range).await }
+                let entry = e.clone();
+                async move { fetch_entry(&objects, &entry).await }
             })
             .await
             .map_err(|e| ReadError::Objects(e.to_string()))
@@ -182,6 +182,70 @@ impl Storage {
             Some(record_at_or_after(&b, ts).unwrap_or((h.last_offset(), ts)))
         }))
     }
+}
+
+/// The bytes index entry `e` names, checked batch by batch (CRC-32C,
+/// framing, offsets from the entry's base to its end, nothing trailing)
+/// before anyone serves, caches or rewrites them. A chunk that fails the
+/// check is fetched once more (a bad read is not a bad object); failing
+/// again, it is an error, so a consumer gets `KAFKA_STORAGE_ERROR` and
+/// retries instead of garbage, and compaction never copies it.
+pub(super) async fn fetch_entry(objects: &Objects, e: &IndexEntry) -> Result<Bytes, ObjectsError> {
+    let range = e.byte_start..e.byte_start + e.byte_len;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let chunk = objects.get_range(&e.object_key, range.clone()).await?;
+        let checked = if chunk.len() <= CHECK_INLINE_BYTES {
+            check_entry(&chunk, e)
+        } else {
+            let (chunk, entry) = (chunk.clone(), e.clone());
+            tokio::task::spawn_blocking(move || check_entry(&chunk, &entry))
+                .await
+                .unwrap_or_else(|join| Err(format!("the check did not finish: {join}")))
+        };
+        match checked {
+            Ok(()) => return Ok(chunk),
+            Err(reason) if attempt < 2 => {
+                tracing::warn!(key = %e.object_key, start = range.start, end = range.end, %reason, "object range failed its check; reading it again");
+            }
+            Err(reason) => {
+                tracing::error!(key = %e.object_key, start = range.start, end = range.end, %reason, "object range is corrupt");
+                return Err(ObjectsError::Corrupt {
+                    key: e.object_key.clone(),
+                    start: range.start,
+                    end: range.end,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// Chunks up to this size are checked on the runtime (a CRC-32C of 256 KiB
+/// takes tens of microseconds); larger ones on a blocking thread.
+const CHECK_INLINE_BYTES: usize = 256 * 1024;
+
+/// Whether `chunk` is exactly index entry `e`'s batches.
+pub(super) fn check_entry(chunk: &[u8], e: &IndexEntry) -> Result<(), String> {
+    let headers = batch::validate_all(chunk).map_err(|err| err.to_string())?;
+    let mut expected = e.base_offset;
+    for h in &headers {
+        if h.base_offset != expected {
+            return Err(format!(
+                "a batch at offset {} where {expected} was expected",
+                h.base_offset
+            ));
+        }
+        expected = h.base_offset + h.offset_count();
+    }
+    if expected != e.end_offset {
+        return Err(format!(
+            "the batches end at offset {expected}, the index entry at {}",
+            e.end_offset
+        ));
+    }
+    Ok(())
 }
 
 fn clamp((offset, ts): (i64, i64), log_start: i64) -> (i64, i64) {
