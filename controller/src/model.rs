@@ -309,22 +309,66 @@ pub enum Command {
         count: i64,
     },
     /// A placing command (`CreateTopic`, `CreatePartitions`, `FenceBroker`,
-    /// `GiveUpBroker`, `DrainBroker`, `CompleteMoves`) with the placement
+    /// `GiveUpBroker`, `DrainBroker`, `CompleteMoves`, `Rebalance`) with the placement
     /// decisions made when it was proposed: each partition the command
     /// places goes to the broker `placed` names for it if that broker is
     /// live when the command applies, else to the live broker with the
-    /// lowest id (ADR 0013). Proposals are logged in this form
+    /// lowest id (ADR 0013); a rebalance's move whose target is not live,
+    /// or whose partition got a move meanwhile, is dropped. Proposals are
+    /// logged in this form
     /// ([`crate::model::decide`]).
     Decided {
         command: Box<Command>,
+        #[serde(with = "compact_moves")]
         placed: Vec<Move>,
     },
+}
+
+/// Placement decisions in the log, by topic: `{"<topic id>": [[partition,
+/// broker], ...]}`, about 10 bytes per placed partition instead of the 90
+/// of a list of [`Move`]s, so that a fence of a broker leading tens of
+/// thousands of partitions stays a few hundred KB (a Raft entry is sized
+/// for about 1 MiB). Order within a topic is kept.
+mod compact_moves {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use uuid::Uuid;
+
+    use super::{Move, PartitionId};
+
+    pub fn serialize<S: Serializer>(moves: &[Move], s: S) -> Result<S::Ok, S::Error> {
+        let mut by_topic: BTreeMap<Uuid, Vec<(i32, i32)>> = BTreeMap::new();
+        for m in moves {
+            by_topic
+                .entry(m.partition.topic_id)
+                .or_default()
+                .push((m.partition.partition, m.to));
+        }
+        by_topic.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Move>, D::Error> {
+        let by_topic = BTreeMap::<Uuid, Vec<(i32, i32)>>::deserialize(d)?;
+        Ok(by_topic
+            .into_iter()
+            .flat_map(|(topic_id, pairs)| {
+                pairs.into_iter().map(move |(partition, to)| Move {
+                    partition: PartitionId {
+                        topic_id,
+                        partition,
+                    },
+                    to,
+                })
+            })
+            .collect())
+    }
 }
 
 impl Command {
     /// Whether the command places partitions by the placement rules when it
     /// is proposed undecided: what [`crate::model::decide`] turns into a
-    /// `Decided` command (or `Rebalance` into `RequestMoves`).
+    /// `Decided` command.
     pub fn places(&self) -> bool {
         match self {
             Command::Rebalance

@@ -697,8 +697,12 @@ async fn placement_is_decided_when_proposed_and_carried_in_the_log() -> anyhow::
     to.sort_unstable();
     ensure!(to == vec![1, 1, 2, 2, 3, 3], "placed on {to:?}");
     ensure!(
-        logged[&rebalanced.index] == Command::RequestMoves { moves: vec![] },
-        "a rebalance is logged as its moves: {:?}",
+        logged[&rebalanced.index]
+            == Command::Decided {
+                command: Box::new(Command::Rebalance),
+                placed: vec![]
+            },
+        "a rebalance is logged with its (empty) plan: {:?}",
         logged[&rebalanced.index]
     );
     // Every replica applied the same decisions.

@@ -312,6 +312,12 @@ async fn scale(partitions: usize, entries: usize) -> anyhow::Result<()> {
             "rebalance_plan_zones_s": zoned.plan_s,
             "drain_apply_s": flat.drain_s,
             "failover_apply_s": flat.fence_s,
+            "rebalance_apply_s": flat.rebalance_s,
+            "decided": {
+                "drain": flat.drain.json(),
+                "failover": flat.fence.json(),
+                "rebalance": flat.rebalance.json(),
+            },
             "partitions": held.0,
             "index_entries": held.1,
             "raft_entries_applied": index,
@@ -352,7 +358,8 @@ async fn apply_during(
 /// With `zones`, the brokers are in zones a, b, c, a (topics then lean
 /// differently, and the plan weighs them one by one).
 fn rebalance_at_scale(topics: usize, per_topic: usize, zones: bool) -> anyhow::Result<AtScale> {
-    use floe_controller::model::{apply, rebalance_plan, MetadataState};
+    use anyhow::Context;
+    use floe_controller::model::{apply, decide, rebalance_plan, MetadataState};
 
     let mut state = MetadataState::default();
     let mut index = 0u64;
@@ -388,17 +395,36 @@ fn rebalance_at_scale(topics: usize, per_topic: usize, zones: bool) -> anyhow::R
     let moves = rebalance_plan(&state).len();
     let plan_s = t.elapsed().as_secs_f64();
     // A drain and a failover of broker 1 move its third of the partitions.
-    let timed = |cmd: Command| -> anyhow::Result<f64> {
+    let timed = |cmd: &Command| -> anyhow::Result<f64> {
         let mut state = state.clone();
         let t = Instant::now();
-        apply(&mut state, index + 1, &cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
+        apply(&mut state, index + 1, cmd).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(t.elapsed().as_secs_f64())
     };
+    // What the proposing controller decides (once), and what every replica
+    // and broker mirror then applies (ADR 0013), against the undecided
+    // command each of them used to run the rules for.
+    let decided = |cmd: &Command| -> anyhow::Result<Decided> {
+        let t = Instant::now();
+        let logged = decide(&state, cmd).context("a placing command is decided")?;
+        let decide_s = t.elapsed().as_secs_f64();
+        Ok(Decided {
+            decide_s,
+            apply_s: timed(&logged)?,
+            bytes: serde_json::to_vec(&logged)?.len(),
+        })
+    };
+    let drain = Command::DrainBroker { id: 1 };
+    let fence = Command::FenceBroker { id: 1, epoch: 1 };
     Ok(AtScale {
         plan_s,
         moves,
-        drain_s: timed(Command::DrainBroker { id: 1 })?,
-        fence_s: timed(Command::FenceBroker { id: 1, epoch: 1 })?,
+        drain_s: timed(&drain)?,
+        fence_s: timed(&fence)?,
+        rebalance_s: timed(&Command::Rebalance)?,
+        drain: decided(&drain)?,
+        fence: decided(&fence)?,
+        rebalance: decided(&Command::Rebalance)?,
     })
 }
 
@@ -406,8 +432,32 @@ fn rebalance_at_scale(topics: usize, per_topic: usize, zones: bool) -> anyhow::R
 struct AtScale {
     plan_s: f64,
     moves: usize,
+    /// Applying the undecided commands (the rules run inside apply).
     drain_s: f64,
     fence_s: f64,
+    rebalance_s: f64,
+    /// The same decided at proposal time.
+    drain: Decided,
+    fence: Decided,
+    rebalance: Decided,
+}
+
+/// A command decided by the proposer, then applied by a replica.
+struct Decided {
+    decide_s: f64,
+    apply_s: f64,
+    /// The logged command's JSON size.
+    bytes: usize,
+}
+
+impl Decided {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "decide_s": self.decide_s,
+            "apply_s": self.apply_s,
+            "log_bytes": self.bytes,
+        })
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -306,6 +306,7 @@ fn apply_decided(
     command: &Command,
     placed: &[Move],
 ) -> Result<Outcome, ApplyError> {
+    let decided = placed;
     let placed = Some(placed);
     match command {
         Command::CompleteMoves {
@@ -328,6 +329,7 @@ fn apply_decided(
             total,
             leader,
         } => create_partitions(state, name, *total, *leader, placed),
+        Command::Rebalance => Ok(moves::rebalance_decided(state, decided)),
         other => Err(ApplyError::InvalidDecision {
             command: other.kind().to_owned(),
         }),
@@ -340,18 +342,14 @@ fn apply_decided(
 /// target is gone, a rebalance) carries the placement rules' decisions, made
 /// here, once, on the proposing controller; every replica and broker mirror
 /// then applies those decisions whatever rules its own version has (ADR
-/// 0013). `Rebalance` becomes the `RequestMoves` of its plan. `None` for
-/// commands that place nothing (they are logged as they are).
+/// 0013); a rebalance carries its plan. `None` for commands that place
+/// nothing (they are logged as they are).
 pub fn decide(state: &MetadataState, cmd: &Command) -> Option<Command> {
     if !cmd.places() {
         return None;
     }
     let placed = match cmd {
-        Command::Rebalance => {
-            return Some(Command::RequestMoves {
-                moves: moves::rebalance_plan(state),
-            })
-        }
+        Command::Rebalance => moves::rebalance_plan(state),
         Command::FenceBroker { id, .. } | Command::GiveUpBroker { id } => {
             if state.brokers.get(id).is_some_and(|b| b.volume_wal)
                 && matches!(cmd, Command::FenceBroker { .. })

@@ -128,24 +128,74 @@ fn partitions_the_decision_does_not_name_fall_back_too() {
 }
 
 #[test]
-fn rebalance_is_proposed_as_the_moves_of_its_plan() {
+fn rebalance_is_proposed_with_its_plan_and_applied_without_planning() {
     let mut d = three_brokers();
     d.ok(create_topic_on("a", 1, 6, 1));
-    let Some(Command::RequestMoves { moves }) = decide(&d.state, &Command::Rebalance) else {
-        panic!("a rebalance is decided into moves");
+    let Some(Command::Decided { command, placed }) = decide(&d.state, &Command::Rebalance) else {
+        panic!("a rebalance is decided");
     };
-    assert_eq!(moves.len(), 4);
+    assert_eq!(*command, Command::Rebalance);
+    assert_eq!(placed.len(), 4);
+    // Before it applies: broker 3 is fenced, and partition 5 (planned to
+    // move) gets a move of its own. Those planned moves are dropped; the
+    // rest apply as planned, without planning again.
+    let epoch = d.state.brokers[&3].epoch;
+    d.ok(Command::FenceBroker { id: 3, epoch });
+    let own = Move {
+        partition: placed
+            .iter()
+            .find(|m| m.to == 2)
+            .expect("a move to 2")
+            .partition,
+        to: 2,
+    };
+    d.ok(Command::RequestMoves { moves: vec![own] });
+    let expected = placed
+        .iter()
+        .filter(|m| m.to == 2 && m.partition != own.partition)
+        .count() as u32;
     assert_eq!(
-        d.ok(Command::RequestMoves { moves }),
-        Outcome::MovesRequested { requested: 4 }
+        d.ok(Command::Decided {
+            command: Box::new(Command::Rebalance),
+            placed: placed.clone(),
+        }),
+        Outcome::MovesRequested {
+            requested: expected
+        }
     );
     let targets: Vec<Option<i32>> = d.state.topics["a"]
         .partitions
         .iter()
         .map(|p| p.target)
         .collect();
-    assert_eq!(targets.iter().filter(|t| **t == Some(2)).count(), 2);
-    assert_eq!(targets.iter().filter(|t| **t == Some(3)).count(), 2);
+    assert_eq!(targets.iter().filter(|t| **t == Some(3)).count(), 0);
+    assert_eq!(
+        targets.iter().filter(|t| **t == Some(2)).count() as u32,
+        expected + 1
+    );
+}
+
+#[test]
+fn decisions_are_logged_compactly_and_read_back_in_order() {
+    let placed: Vec<Move> = (0..1000)
+        .map(|i| Move {
+            partition: pid(1 + (i % 3) as u128, i / 3),
+            to: i % 7,
+        })
+        .collect();
+    let cmd = Command::Decided {
+        command: Box::new(Command::Rebalance),
+        placed: placed.clone(),
+    };
+    let json = serde_json::to_vec(&cmd).unwrap();
+    assert!(json.len() < 20 * placed.len(), "{} bytes", json.len());
+    let Command::Decided { placed: back, .. } = serde_json::from_slice(&json).unwrap() else {
+        panic!("decoded as another command");
+    };
+    // Grouped by topic, in order within each topic.
+    let mut expected = placed;
+    expected.sort_by_key(|m| m.partition.topic_id);
+    assert_eq!(back, expected);
 }
 
 #[test]
@@ -195,7 +245,6 @@ fn decisions_around_commands_that_place_nothing_are_refused() {
     let mut d = three_brokers();
     for inner in [
         register(4),
-        Command::Rebalance,
         Command::RequestMoves { moves: vec![] },
         Command::Decided {
             command: Box::new(create_topic_on("a", 1, 1, -1)),

@@ -303,6 +303,34 @@ pub(super) fn rebalance(state: &mut MetadataState) -> Result<Outcome, ApplyError
     })
 }
 
+/// A rebalance planned when it was proposed: each planned move whose
+/// target is live, is not the leader, and whose partition has no move
+/// pending (one requested since the plan was made wins) sets the
+/// partition's target; the others are dropped, to be planned again.
+pub(super) fn rebalance_decided(state: &mut MetadataState, planned: &[Move]) -> Outcome {
+    let live: BTreeSet<i32> = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.draining)
+        .map(|b| b.id)
+        .collect();
+    let mut requested = 0u32;
+    for m in planned {
+        if let Some(p) = state.partition(m.partition) {
+            if !live.contains(&m.to) || m.to == p.leader || p.target.is_some() {
+                continue;
+            }
+        } else {
+            continue;
+        }
+        if let Some(p) = state.partition_mut(m.partition) {
+            p.target = Some(m.to);
+            requested += 1;
+        }
+    }
+    Outcome::MovesRequested { requested }
+}
+
 /// The moves `Rebalance` would request now, in order; empty when the live
 /// brokers are balanced. Moves partitions from the most to the least loaded
 /// live brokers while a move lowers the higher of the two: partitions weigh
