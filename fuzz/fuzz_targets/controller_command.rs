@@ -8,14 +8,15 @@
 //! them all at once. So: `apply` never panics (overflow checks are on in
 //! fuzz builds); a refused command leaves the state exactly as it was; an
 //! accepted one leaves a state that survives the JSON round trip that
-//! snapshots and watchers rely on.
+//! snapshots and watchers rely on; and the command with its placement
+//! decided, as a controller logs it, applies exactly as it does.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use floe_controller::model::{
-    apply, Command, IndexCommit, IndexEntry, MetadataState, ObjectMeta, PartitionId,
+    apply, decide, Command, IndexCommit, IndexEntry, MetadataState, ObjectMeta, PartitionId,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -86,7 +87,24 @@ fuzz_target!(|data: &[u8]| {
     for cmd in commands.iter().take(16) {
         let before = state.clone();
         let index = state.last_applied + 1;
-        match apply(&mut state, index, cmd) {
+        // Proposed, the command would be logged with its placement decided
+        // (ADR 0013), as JSON: that must apply exactly as it does.
+        let decided = decide(&state, cmd).map(|logged| {
+            let json = serde_json::to_vec(&logged).expect("a decided command encodes");
+            let logged: Command = serde_json::from_slice(&json).expect("a decided command decodes");
+            let mut copy = state.clone();
+            let result = apply(&mut copy, index, &logged);
+            (copy, result)
+        });
+        let result = apply(&mut state, index, cmd);
+        if let Some((copy, decided_result)) = decided {
+            assert!(
+                decided_result == result,
+                "{cmd:?} decided applies differently"
+            );
+            assert!(copy == state, "{cmd:?} decided leaves another state");
+        }
+        match result {
             Ok(_) => {
                 let json = serde_json::to_vec(&state).expect("an accepted state encodes");
                 let back: MetadataState =
