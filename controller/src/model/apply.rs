@@ -11,13 +11,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod decide;
 mod moves;
 mod objects;
 mod placement;
 
+pub use decide::decide;
 pub use moves::{rebalance_plan, rebalance_would_move};
 use objects::{commit_object, delete_object, release, replace_index_entries, trim_partition};
-use placement::{Choice, Load};
+use placement::Choice;
 
 use super::{Broker, Command, CommittedOffset, MetadataState, Move, Partition, PartitionId, Topic};
 
@@ -233,12 +235,14 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
     }
     let outcome = match cmd {
         Command::RequestMoves { moves } => moves::request_moves(state, moves),
-        Command::CompleteMoves {
-            from,
-            broker_epoch,
-            handoffs,
-        } => moves::complete_moves(state, *from, *broker_epoch, handoffs, None),
-        Command::DrainBroker { id } => moves::drain_broker(state, *id, None),
+        // Logged before placement was decided at proposal time: the rules
+        // run here (ADR 0013).
+        Command::CompleteMoves { .. }
+        | Command::DrainBroker { .. }
+        | Command::FenceBroker { .. }
+        | Command::GiveUpBroker { .. }
+        | Command::CreateTopic { .. }
+        | Command::CreatePartitions { .. } => decide::apply_placing(state, cmd, None),
         Command::Rebalance => moves::rebalance(state),
         Command::ReportLoad {
             broker,
@@ -252,21 +256,7 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             rack,
             volume_wal,
         } => register_broker(state, *id, host, *port, rack, *volume_wal),
-        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch, None),
-        Command::GiveUpBroker { id } => give_up_broker(state, *id, None),
-        Command::CreateTopic {
-            name,
-            id,
-            partitions,
-            configs,
-            leader,
-        } => create_topic(state, name, *id, *partitions, configs, *leader, None),
         Command::DeleteTopic { name } => delete_topic(state, name),
-        Command::CreatePartitions {
-            name,
-            total,
-            leader,
-        } => create_partitions(state, name, *total, *leader, None),
         Command::AlterTopicConfigs { name, set, delete } => {
             alter_topic_configs(state, name, set, delete)
         }
@@ -293,121 +283,10 @@ pub fn apply(state: &mut MetadataState, index: u64, cmd: &Command) -> Result<Out
             partitions,
         } => delete_group_offsets(state, group, topic, partitions),
         Command::AllocateProducerIds { count } => allocate_producer_ids(state, *count),
-        Command::Decided { command, placed } => apply_decided(state, command, placed),
+        Command::Decided { command, placed } => decide::apply_decided(state, command, placed),
     }?;
     state.last_applied = index;
     Ok(outcome)
-}
-
-/// Applies a placing command with the decisions made when it was proposed
-/// (see [`decide`]).
-fn apply_decided(
-    state: &mut MetadataState,
-    command: &Command,
-    placed: &[Move],
-) -> Result<Outcome, ApplyError> {
-    let decided = placed;
-    let placed = Some(placed);
-    match command {
-        Command::CompleteMoves {
-            from,
-            broker_epoch,
-            handoffs,
-        } => moves::complete_moves(state, *from, *broker_epoch, handoffs, placed),
-        Command::DrainBroker { id } => moves::drain_broker(state, *id, placed),
-        Command::FenceBroker { id, epoch } => fence_broker(state, *id, *epoch, placed),
-        Command::GiveUpBroker { id } => give_up_broker(state, *id, placed),
-        Command::CreateTopic {
-            name,
-            id,
-            partitions,
-            configs,
-            leader,
-        } => create_topic(state, name, *id, *partitions, configs, *leader, placed),
-        Command::CreatePartitions {
-            name,
-            total,
-            leader,
-        } => create_partitions(state, name, *total, *leader, placed),
-        Command::Rebalance => Ok(moves::rebalance_decided(state, decided)),
-        other => Err(ApplyError::InvalidDecision {
-            command: other.kind().to_owned(),
-        }),
-    }
-}
-
-/// The command to log for `cmd`, proposed now against `state`: a command
-/// that places partitions (a new topic or partitions whose leader is left to
-/// the controller, a fence, a give-up, a drain, a completed move whose
-/// target is gone, a rebalance) carries the placement rules' decisions, made
-/// here, once, on the proposing controller; every replica and broker mirror
-/// then applies those decisions whatever rules its own version has (ADR
-/// 0013); a rebalance carries its plan. `None` for commands that place
-/// nothing (they are logged as they are).
-pub fn decide(state: &MetadataState, cmd: &Command) -> Option<Command> {
-    if !cmd.places() {
-        return None;
-    }
-    let placed = match cmd {
-        Command::Rebalance => moves::rebalance_plan(state),
-        Command::FenceBroker { id, .. } | Command::GiveUpBroker { id } => {
-            if state.brokers.get(id).is_some_and(|b| b.volume_wal)
-                && matches!(cmd, Command::FenceBroker { .. })
-            {
-                // Its partitions wait for it: nothing to place.
-                Vec::new()
-            } else {
-                plan_elsewhere(state, *id)
-            }
-        }
-        Command::DrainBroker { id } => moves::plan_drain(state, *id),
-        Command::CompleteMoves { from, handoffs, .. } => {
-            moves::plan_complete(state, *from, handoffs)
-        }
-        Command::CreateTopic {
-            id,
-            partitions,
-            leader,
-            ..
-        } => plan_new(state, *id, 0, *partitions, *leader),
-        Command::CreatePartitions {
-            name,
-            total,
-            leader,
-        } => match state.topics.get(name) {
-            Some(topic) => plan_new(
-                state,
-                topic.id,
-                topic.partitions.len() as i32,
-                *total,
-                *leader,
-            ),
-            None => Vec::new(),
-        },
-        _ => return None,
-    };
-    Some(Command::Decided {
-        command: Box::new(cmd.clone()),
-        placed,
-    })
-}
-
-/// Leaders for partitions `from..to` of topic `topic_id`, when `leader`
-/// leaves them to the controller (is negative).
-fn plan_new(state: &MetadataState, topic_id: Uuid, from: i32, to: i32, leader: i32) -> Vec<Move> {
-    if leader >= 0 || !(0..=MAX_PARTITIONS).contains(&to) {
-        return Vec::new();
-    }
-    let mut load = Load::of(state);
-    (from.max(0)..to)
-        .map(|partition| Move {
-            partition: PartitionId {
-                topic_id,
-                partition,
-            },
-            to: load.place(topic_id),
-        })
-        .collect()
 }
 
 /// Inserts or updates the broker and bumps its epoch, so that requests from
@@ -504,14 +383,14 @@ fn fence_broker(
 
 /// Gives broker `id`'s partitions (and moves targeting it) to the live
 /// brokers, each under a bumped leader epoch: a pending move's target takes
-/// its partition, the others go where `placed` decides ([`plan_elsewhere`]'s
+/// its partition, the others go where `placed` decides ([`decide::plan_elsewhere`]'s
 /// when `None`); returns how many moved. Broker `id` is no longer live.
 fn place_elsewhere(state: &mut MetadataState, id: i32, placed: Option<&[Move]>) -> u32 {
     let planned;
     let placed = match placed {
         Some(placed) => placed,
         None => {
-            planned = plan_elsewhere(state, id);
+            planned = decide::plan_elsewhere(state, id);
             &planned
         }
     };
@@ -544,32 +423,6 @@ fn place_elsewhere(state: &mut MetadataState, id: i32, placed: Option<&[Move]>) 
     moved
 }
 
-/// Where [`place_elsewhere`] sends broker `id`'s partitions that no live
-/// pending target takes, by the placement rules, counting `id` as not live.
-fn plan_elsewhere(state: &MetadataState, id: i32) -> Vec<Move> {
-    let mut load = Load::of_except(state, Some(id));
-    let mut placed = Vec::new();
-    for topic in state.topics.values() {
-        for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.leader != id {
-                continue;
-            }
-            let target = partition.target.filter(|&t| t != id);
-            if target.is_some_and(|t| load.is_live(t)) {
-                continue;
-            }
-            placed.push(Move {
-                partition: PartitionId {
-                    topic_id: topic.id,
-                    partition: index as i32,
-                },
-                to: load.place(topic.id),
-            });
-        }
-    }
-    placed
-}
-
 /// An operator gives up on fenced broker `id` (a `volume`-WAL broker whose
 /// volume is lost): its partitions go to the live brokers under a bumped
 /// leader epoch, opening from what it uploaded. Records it acknowledged
@@ -595,7 +448,7 @@ fn give_up_broker(
 }
 
 /// A negative `leader` leaves each partition's leader to the controller:
-/// `placed` decides ([`plan_new`] when `None`).
+/// `placed` decides ([`decide::plan_new`] when `None`).
 fn create_topic(
     state: &mut MetadataState,
     name: &str,
@@ -700,7 +553,7 @@ fn delete_topic(state: &mut MetadataState, name: &str) -> Result<Outcome, ApplyE
 }
 
 /// Leaders of partitions `from..to` of topic `topic_id`: `leader`, or
-/// where `placed` decides when it is negative ([`plan_new`] when `None`).
+/// where `placed` decides when it is negative ([`decide::plan_new`] when `None`).
 fn new_leaders(
     state: &MetadataState,
     topic_id: Uuid,
@@ -716,7 +569,7 @@ fn new_leaders(
     let placed = match placed {
         Some(placed) => placed,
         None => {
-            planned = plan_new(state, topic_id, from, to, leader);
+            planned = decide::plan_new(state, topic_id, from, to, leader);
             &planned
         }
     };

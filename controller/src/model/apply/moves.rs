@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::placement::{less, Choice, Load};
+use super::placement::{less, plan_away, Choice, Load};
 use super::{ApplyError, Outcome};
 use crate::model::{HandOff, MetadataState, Move, PartitionId};
 
@@ -222,22 +222,9 @@ pub(super) fn drain_broker(
 /// Where a drain of broker `id` sends each partition it leads or is about
 /// to lead, by the placement rules.
 pub(super) fn plan_drain(state: &MetadataState, id: i32) -> Vec<Move> {
-    let mut load = Load::of_except(state, Some(id));
-    let mut placed = Vec::new();
-    for topic in state.topics.values() {
-        for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.leader == id || partition.target == Some(id) {
-                placed.push(Move {
-                    partition: PartitionId {
-                        topic_id: topic.id,
-                        partition: index as i32,
-                    },
-                    to: load.place(topic.id),
-                });
-            }
-        }
-    }
-    placed
+    plan_away(state, id, |partition, _| {
+        partition.leader == id || partition.target == Some(id)
+    })
 }
 
 /// Records the loads broker `broker` measured on the partitions it leads

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::model::{MetadataState, Move, PartitionId};
+use crate::model::{MetadataState, Move, Partition, PartitionId};
 
 /// The live (unfenced, not draining) brokers' loads, and where each
 /// topic's partitions are by zone.
@@ -184,6 +184,32 @@ impl Choice {
             _ => self.live.first().copied().unwrap_or(-1),
         }
     }
+}
+
+/// Partitions `pick` selects (in state order), each placed by the rules
+/// with broker `id` counted as not live: what a fence, give-up or drain of
+/// `id` decides. `pick` sees the load as placed so far.
+pub(super) fn plan_away(
+    state: &MetadataState,
+    id: i32,
+    pick: impl Fn(&Partition, &Load) -> bool,
+) -> Vec<Move> {
+    let mut load = Load::of_except(state, Some(id));
+    let mut placed = Vec::new();
+    for topic in state.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if pick(partition, &load) {
+                placed.push(Move {
+                    partition: PartitionId {
+                        topic_id: topic.id,
+                        partition: index as i32,
+                    },
+                    to: load.place(topic.id),
+                });
+            }
+        }
+    }
+    placed
 }
 
 /// `a < b` for fractions `(numerator, denominator)` with positive
