@@ -212,12 +212,16 @@ async fn run_lease_reaper(
         for (id, epoch) in lapsed {
             tracing::warn!(broker = id, epoch, lease = ?config.lease, "broker lease lapsed; fencing it");
             let (reply, _answer) = oneshot::channel();
-            let pending = Pending {
-                proposal: service.decided(Proposal {
+            let (proposal, bytes) = service.decided(
+                Proposal {
                     session: None,
                     command: Command::FenceBroker { id, epoch },
-                }),
-                bytes: 64,
+                },
+                64,
+            );
+            let pending = Pending {
+                proposal,
+                bytes,
                 reply,
             };
             if service.proposals.send(pending).await.is_err() {
@@ -387,8 +391,9 @@ impl ApiService {
     /// Commits one proposal (in the next batch) and returns its answer.
     async fn commit(&self, proposal: Proposal, bytes: usize) -> Result<Answered, Status> {
         let (reply, answer) = oneshot::channel();
+        let (proposal, bytes) = self.decided(proposal, bytes);
         let pending = Pending {
-            proposal: self.decided(proposal),
+            proposal,
             bytes,
             reply,
         };
@@ -400,14 +405,22 @@ impl ApiService {
     /// The proposal with its placement decided against this controller's
     /// state now (ADR 0013): the log carries the decisions, so every replica
     /// and broker mirror applies them alike, whatever its version's rules.
-    /// Proposals that place nothing are returned as they are.
-    fn decided(&self, mut proposal: Proposal) -> Proposal {
-        if proposal.command.places() {
-            if let Some(command) = self.sm.read(|state, _| decide(state, &proposal.command)) {
-                proposal.command = command;
-            }
+    /// Proposals that place nothing are returned as they are. Also returns
+    /// the proposal's size for batching, `bytes` or more: a decision can
+    /// make a command of a few bytes hundreds of KB (about 7 bytes per
+    /// placed partition in the log).
+    fn decided(&self, mut proposal: Proposal, bytes: usize) -> (Proposal, usize) {
+        if !proposal.command.places() {
+            return (proposal, bytes);
         }
-        proposal
+        if let Some(command) = self.sm.read(|state, _| decide(state, &proposal.command)) {
+            proposal.command = command;
+        }
+        let placed = match &proposal.command {
+            Command::Decided { placed, .. } => placed.len(),
+            _ => 0,
+        };
+        (proposal, bytes.max(64 + placed * 8))
     }
 
     /// Returns once this controller is known to lead (so its applied state
