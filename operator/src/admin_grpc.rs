@@ -44,15 +44,36 @@ impl GrpcConnector {
     }
 }
 
+impl GrpcConnector {
+    /// Channels to `cluster`'s controllers: mutual TLS with the cluster's
+    /// own certificate (`controllers.tls`), else plaintext.
+    pub fn channels(cluster: &ValidatedCluster) -> Channels {
+        match cluster
+            .controllers
+            .tls
+            .as_ref()
+            .map(|t| Tls::from_pem(&t.ca, &t.cert, &t.key))
+        {
+            None => Channels::default(),
+            Some(Ok(tls)) => Channels::new(Some(tls)),
+            Some(Err(e)) => {
+                // Validation checked the PEM; should it still fail, calls fail
+                // (plaintext against TLS ports) instead of the operator.
+                tracing::error!(cluster = %cluster.name, error = %e, "unusable controller TLS certificates");
+                Channels::default()
+            }
+        }
+    }
+}
+
 impl AdminConnector for GrpcConnector {
     fn connect(&self, cluster: &ValidatedCluster) -> Box<dyn ClusterAdmin> {
         let endpoints = Self::endpoints(cluster);
-        let tls = cluster.controllers.tls.as_ref();
         let key = (
             cluster.namespace.clone(),
             cluster.name.clone(),
             endpoints.clone(),
-            tls.map(|t| t.digest()),
+            cluster.controllers.tls.as_ref().map(|t| t.digest()),
         );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         // The same cluster's clients for older endpoints or certificates go.
@@ -60,17 +81,6 @@ impl AdminConnector for GrpcConnector {
         let client = clients
             .entry(key)
             .or_insert_with(|| {
-                // The operator presents the cluster's own certificate.
-                let channels = match tls.map(|t| Tls::from_pem(&t.ca, &t.cert, &t.key)) {
-                    None => Channels::default(),
-                    Some(Ok(tls)) => Channels::new(Some(tls)),
-                    Some(Err(e)) => {
-                        // Validation checked the PEM; should it still fail, calls
-                        // fail (plaintext against TLS ports) instead of the operator.
-                        tracing::error!(cluster = %cluster.name, error = %e, "unusable controller TLS certificates");
-                        Channels::default()
-                    }
-                };
                 // A reconcile must not hang on an unreachable quorum.
                 ControllerClient::with_channels(
                     endpoints,
@@ -78,7 +88,7 @@ impl AdminConnector for GrpcConnector {
                         deadline: Duration::from_secs(10),
                         attempt_timeout: Duration::from_secs(3),
                     },
-                    channels,
+                    Self::channels(cluster),
                 )
             })
             .clone();

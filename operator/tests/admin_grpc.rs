@@ -148,3 +148,90 @@ async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+#[path = "../../controller/tests/support/certs.rs"]
+mod certs;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+/// With `controllers.tls`, the operator calls the controllers with the
+/// certificate from the cluster's Secret (as the API returned it); the
+/// same cluster without it, in plaintext, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_presents_the_clusters_certificate_to_tls_controllers() -> anyhow::Result<()> {
+    use floe_controller::grpc::tls::Tls;
+    use floe_operator::admin_grpc::GrpcConnector;
+    use floe_operator::reconcile::validate::validate;
+
+    let dir = tempfile::tempdir()?;
+    let ca = certs::Authority::new("floe test authority")?;
+    let (cert, key) = ca.issue(&["127.0.0.1"])?;
+    let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+    let (raft, api) = listeners.addrs()?;
+    let me = ControllerNode::new(raft.to_string(), api.to_string());
+    let node = node::start(
+        NodeConfig {
+            id: 0,
+            advertised: me.clone(),
+            initial_voters: BTreeMap::from([(0, me)]),
+            data_dir: dir.path().join("c0"),
+            raft: default_raft_config("floe")?.validate()?,
+            bootstrap_grace: Duration::from_millis(50),
+            leases: LeaseConfig {
+                lease: Duration::from_secs(600),
+                grace: Duration::from_secs(60),
+            },
+            tls: Some(Tls::from_pem(
+                ca.ca_pem.as_bytes(),
+                cert.as_bytes(),
+                key.as_bytes(),
+            )?),
+            balancer: BalancerConfig {
+                interval: None,
+                ..BalancerConfig::default()
+            },
+        },
+        listeners,
+    )
+    .await?;
+
+    // The `tls` fixture's Secret, holding this authority's files.
+    let (cluster, mut referenced) = fixtures::load("tls");
+    let secret = referenced
+        .tls_secret
+        .as_mut()
+        .expect("the fixture's Secret");
+    secret.string_data = Some(BTreeMap::from([
+        ("ca.crt".to_string(), ca.ca_pem.clone()),
+        ("tls.crt".to_string(), cert),
+        ("tls.key".to_string(), key),
+    ]));
+    let validated = validate(&cluster, &referenced)?;
+    let options = ClientOptions {
+        deadline: Duration::from_secs(20),
+        attempt_timeout: Duration::from_secs(5),
+    };
+    let admin = GrpcAdmin::new(ControllerClient::with_channels(
+        vec![api.to_string()],
+        options,
+        GrpcConnector::channels(&validated),
+    ));
+    admin.brokers().await?;
+
+    let (plain, referenced) = fixtures::load("minimal");
+    let plain = validate(&plain, &referenced)?;
+    let refused = GrpcAdmin::new(ControllerClient::with_channels(
+        vec![api.to_string()],
+        ClientOptions {
+            deadline: Duration::from_millis(800),
+            attempt_timeout: Duration::from_millis(300),
+        },
+        GrpcConnector::channels(&plain),
+    ));
+    assert!(matches!(
+        refused.brokers().await,
+        Err(AdminError::Unavailable { .. })
+    ));
+    node.shutdown().await.map_err(anyhow::Error::msg)?;
+    Ok(())
+}
