@@ -68,18 +68,14 @@ pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
     }
 }
 
-/// A stable hash of the ConfigMap's data (64-bit FNV-1a over the sorted
-/// entries, hex): the same on every build and every Rust version, unlike
-/// `std`'s `DefaultHasher`.
+/// A stable hash of the ConfigMap's data ([`crate::labels::stable_digest`] over
+/// the sorted entries).
 pub fn config_hash(config_map: &ConfigMap) -> String {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let mut hash = OFFSET;
-    for (k, v) in config_map.data.iter().flatten() {
-        for byte in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    }
-    format!("{hash:016x}")
+    crate::labels::stable_digest(
+        config_map
+            .data
+            .iter()
+            .flatten()
+            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
+    )
 }

@@ -76,19 +76,10 @@ pub struct ControllerTls {
 }
 
 impl ControllerTls {
-    /// A stable digest of the three files (64-bit FNV-1a, hex): it goes into
-    /// the pods' ConfigMap, so a renewed certificate rolls the pods.
+    /// A stable digest of the three files: it goes into the pods'
+    /// ConfigMap, so a renewed certificate rolls the pods.
     pub fn digest(&self) -> String {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
-        let mut hash = OFFSET;
-        for part in [&self.ca, &self.cert, &self.key] {
-            for &byte in part.iter().chain(&[0]) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(PRIME);
-            }
-        }
-        format!("{hash:016x}")
+        crate::labels::stable_digest([&self.ca[..], &self.cert, &self.key])
     }
 }
 
