@@ -117,6 +117,22 @@ pub fn is_reserved_key(key: &str) -> bool {
     key.starts_with("app.kubernetes.io/") || key.starts_with("floe.dev/")
 }
 
+/// A stable digest of `parts` (64-bit FNV-1a over each part followed by a
+/// zero byte, hex): the same on every build and every Rust version, unlike
+/// `std`'s `DefaultHasher`. The config hash and the TLS digest.
+pub fn stable_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = OFFSET;
+    for part in parts {
+        for &byte in part.iter().chain(&[0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    }
+    format!("{hash:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,20 +165,4 @@ mod tests {
             assert_eq!(labels[&k], v);
         }
     }
-}
-
-/// A stable digest of `parts` (64-bit FNV-1a over each part followed by a
-/// zero byte, hex): the same on every build and every Rust version, unlike
-/// `std`'s `DefaultHasher`. The config hash and the TLS digest.
-pub fn stable_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let mut hash = OFFSET;
-    for part in parts {
-        for &byte in part.iter().chain(&[0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    }
-    format!("{hash:016x}")
 }

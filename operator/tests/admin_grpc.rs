@@ -23,6 +23,34 @@ fn register(id: i32) -> Command {
     }
 }
 
+/// A one-voter quorum's config (id 0) on the given addresses.
+fn one_voter(
+    dir: &std::path::Path,
+    raft: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    tls: Option<floe_controller::grpc::tls::Tls>,
+) -> anyhow::Result<NodeConfig> {
+    let me = ControllerNode::new(raft.to_string(), api.to_string());
+    Ok(NodeConfig {
+        id: 0,
+        advertised: me.clone(),
+        initial_voters: BTreeMap::from([(0, me)]),
+        data_dir: dir.join("c0"),
+        raft: default_raft_config("floe")?.validate()?,
+        bootstrap_grace: Duration::from_millis(50),
+        // Long leases: nothing is fenced during the test.
+        leases: LeaseConfig {
+            lease: Duration::from_secs(600),
+            grace: Duration::from_secs(60),
+        },
+        tls,
+        balancer: BalancerConfig {
+            interval: None,
+            ..BalancerConfig::default()
+        },
+    })
+}
+
 fn state_of(admin_view: &[floe_operator::admin::BrokerInfo], id: i32) -> (BrokerState, u32) {
     let b = admin_view.iter().find(|b| b.id == id).expect("listed");
     (b.state, b.partitions)
@@ -33,25 +61,7 @@ async fn drain_and_rebalance_go_through_the_controller() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
     let (raft, api) = listeners.addrs()?;
-    let me = ControllerNode::new(raft.to_string(), api.to_string());
-    let config = NodeConfig {
-        id: 0,
-        advertised: me.clone(),
-        initial_voters: BTreeMap::from([(0, me)]),
-        data_dir: dir.path().join("c0"),
-        raft: default_raft_config("floe")?.validate()?,
-        bootstrap_grace: Duration::from_millis(50),
-        // Long leases: nothing is fenced during the test.
-        leases: LeaseConfig {
-            lease: Duration::from_secs(600),
-            grace: Duration::from_secs(60),
-        },
-        tls: None,
-        balancer: BalancerConfig {
-            interval: None,
-            ..BalancerConfig::default()
-        },
-    };
+    let config = one_voter(dir.path(), raft, api, None)?;
     let node = node::start(config, listeners).await?;
     let client = ControllerClient::new(
         vec![api.to_string()],
@@ -168,32 +178,8 @@ async fn the_operator_presents_the_clusters_certificate_to_tls_controllers() -> 
     let (cert, key) = ca.issue(&["127.0.0.1"])?;
     let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
     let (raft, api) = listeners.addrs()?;
-    let me = ControllerNode::new(raft.to_string(), api.to_string());
-    let node = node::start(
-        NodeConfig {
-            id: 0,
-            advertised: me.clone(),
-            initial_voters: BTreeMap::from([(0, me)]),
-            data_dir: dir.path().join("c0"),
-            raft: default_raft_config("floe")?.validate()?,
-            bootstrap_grace: Duration::from_millis(50),
-            leases: LeaseConfig {
-                lease: Duration::from_secs(600),
-                grace: Duration::from_secs(60),
-            },
-            tls: Some(Tls::from_pem(
-                ca.ca_pem.as_bytes(),
-                cert.as_bytes(),
-                key.as_bytes(),
-            )?),
-            balancer: BalancerConfig {
-                interval: None,
-                ..BalancerConfig::default()
-            },
-        },
-        listeners,
-    )
-    .await?;
+    let tls = Tls::from_pem(ca.ca_pem.as_bytes(), cert.as_bytes(), key.as_bytes())?;
+    let node = node::start(one_voter(dir.path(), raft, api, Some(tls))?, listeners).await?;
 
     // The `tls` fixture's Secret, holding this authority's files.
     let (cluster, mut referenced) = fixtures::load("tls");
