@@ -5,13 +5,16 @@ caller for a certificate of the cluster's authority; brokers register, renew
 leases and watch over TLS; a Kafka client produces and consumes through the
 brokers as usual (the Kafka listeners are not part of this).  `floe admin`
 with the files sees the cluster; without them, or with another authority's
-files, it fails with an error instead of talking plaintext.
+files, it fails with an error instead of talking plaintext. A change of
+authority is taken up by the running processes, with no restart.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import time
 from pathlib import Path
 
 from confluent_kafka.admin import NewTopic
@@ -79,7 +82,14 @@ class Authority:
         ]
 
 
-@pytest.mark.timeout(240)
+def _swap(path: Path, content: bytes) -> None:
+    """Replace a file at once, as kubelet updates a mounted Secret."""
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+@pytest.mark.timeout(300)
 def test_brokers_and_admin_reach_tls_controllers_and_plaintext_is_refused(make_cluster, tmp_path):
     ca = Authority("floe e2e authority")
     certs = tmp_path / "certs"
@@ -114,6 +124,42 @@ def test_brokers_and_admin_reach_tls_controllers_and_plaintext_is_refused(make_c
     with pytest.raises(AdminFailed):
         floe_admin(cluster, *stranger.write(certs, "stranger"), "status", timeout=60)
 
+    # A new authority, without restarting anything (what cert-manager and
+    # kubelet do): every party trusts both authorities, and the controllers
+    # show a certificate of the new one. Each process reads its files again
+    # (at most once a second, before a handshake), so an admin of the new
+    # authority alone is served on its first connections after that, and
+    # the brokers' open connections carry on.
+    renewed = Authority("renewed authority")
+    pem = serialization.Encoding.PEM
+    bundle = ca.cert.public_bytes(pem) + renewed.cert.public_bytes(pem)
+    fresh = certs / "controllers-renewed"
+    renewed.write(certs, "controllers-renewed")
+    _swap(certs / "brokers" / "ca.crt", bundle)
+    _swap(certs / "controllers" / "ca.crt", bundle)
+    _swap(certs / "controllers" / "tls.key", (fresh / "tls.key").read_bytes())
+    _swap(certs / "controllers" / "tls.crt", (fresh / "tls.crt").read_bytes())
+    newcomer = renewed.write(certs, "newcomer")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status = floe_admin(cluster, *newcomer, "status", timeout=60, timeout_secs=5)
+            break
+        except AdminFailed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert sorted(b["id"] for b in status["brokers"]) == [1, 2], status
+    for i in range(200, 300):
+        p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), partition=i % 4)
+    assert p.flush(30) == 0
+    got = consume_all(cluster.bootstrap, topic, 4)
+    values = sorted(int(r.value[1:]) for records in got.values() for r in records)
+    assert values == list(range(300))
+    # A party that trusts only the old authority refuses the controllers now.
+    with pytest.raises(AdminFailed):
+        floe_admin(cluster, *ca.write(certs, "admin"), "status", timeout=60, timeout_secs=5)
+
     # A broker without the files cannot register: it gives up with an error
     # naming the controllers, and the cluster still has two brokers.
     plain = BrokerProcess(tmp_path / "plain", 3, cluster.quorum.controllers_arg,
@@ -125,5 +171,5 @@ def test_brokers_and_admin_reach_tls_controllers_and_plaintext_is_refused(make_c
         plain.force_kill()
     assert code != 0
     assert "cannot register broker 3" in plain.log_text(), plain.log_tail()
-    status = floe_admin(cluster, *ca.write(certs, "admin"), "status")
+    status = floe_admin(cluster, *newcomer, "status")
     assert sorted(b["id"] for b in status["brokers"]) == [1, 2], status

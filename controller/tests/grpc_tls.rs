@@ -10,10 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use floe_controller::grpc::client::{ClientOptions, Committed};
 use floe_controller::grpc::network::Channels;
-use floe_controller::grpc::node::{self, Listeners, StartError};
 use floe_controller::grpc::proto::metadata_client::MetadataClient;
 use floe_controller::grpc::proto::ReadStateRequest;
-use floe_controller::grpc::tls::{Tls, TlsError, TlsFiles};
+use floe_controller::grpc::tls::{Tls, TlsError, TlsFiles, RELOAD_CHECK};
 use floe_controller::grpc::ControllerClient;
 use floe_controller::model::{Command, Outcome};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -25,7 +24,7 @@ mod cluster;
 mod certs;
 
 use certs::{Authority, Files};
-use cluster::{config, Cluster};
+use cluster::Cluster;
 
 fn tls(files: &Files) -> anyhow::Result<Tls> {
     Ok(Tls::load(&TlsFiles {
@@ -142,7 +141,7 @@ async fn controllers_speak_mutual_tls_and_refuse_callers_outside_their_authority
 }
 
 #[tokio::test]
-async fn unusable_tls_files_are_named_and_stop_the_controller() -> anyhow::Result<()> {
+async fn unusable_tls_files_are_refused_and_named() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = Authority::new("floe test authority")?;
     let files = ca.write(dir.path(), "controller", &["127.0.0.1"])?;
@@ -168,29 +167,136 @@ async fn unusable_tls_files_are_named_and_stop_the_controller() -> anyhow::Resul
         other => bail!("a key given as the certificate gave {other:?}"),
     }
 
-    // PEM-shaped but broken key: the controller does not start (before it
-    // opens its storage) and says why.
+    // PEM-shaped but broken key: refused when loaded (before a controller
+    // opens its storage), naming the file.
     let broken = dir.path().join("broken.key");
     std::fs::write(
         &broken,
         "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
     )?;
-    let tls = Tls::load(&TlsFiles {
+    match Tls::load(&TlsFiles {
         ca: files.ca.clone(),
         cert: files.cert.clone(),
         key: broken,
-    })?;
-    let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
-    let mut config = config(dir.path(), 1, &Default::default())?;
-    config.tls = Some(tls);
-    match node::start(config, listeners).await {
-        Err(e @ StartError::Tls(_)) => ensure!(e.to_string().contains("TLS"), "{e}"),
-        Err(other) => bail!("unexpected error {other}"),
-        Ok(_) => bail!("a controller started with a broken key"),
+    }) {
+        Err(e @ TlsError::Invalid { .. }) => ensure!(e.to_string().contains("broken.key"), "{e}"),
+        other => bail!("a broken key gave {other:?}"),
     }
+    // A key of another certificate: refused, saying so.
+    let other = ca.write(dir.path(), "other", &["127.0.0.1"])?;
+    match Tls::load(&TlsFiles {
+        ca: files.ca.clone(),
+        cert: files.cert.clone(),
+        key: other.key,
+    }) {
+        Err(e @ TlsError::Invalid { .. }) => {
+            ensure!(e.to_string().contains("belong together"), "{e}")
+        }
+        other => bail!("a key of another certificate gave {other:?}"),
+    }
+    Ok(())
+}
+
+/// Replaces `path` the way kubelet updates a mounted Secret: the new
+/// content appears at once, never half written.
+fn swap(path: &std::path::Path, content: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Proposes through fresh channels (a new connection, so a new handshake)
+/// until it is served or `within` passes.
+async fn served_within(endpoints: &[String], tls: &Tls, within: Duration) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let client = quick(endpoints.to_vec(), Some(tls.clone()));
+        match client
+            .propose(&Command::AllocateProducerIds { count: 1 })
+            .await
+        {
+            Ok(c) => return allocated(&c),
+            Err(e) if tokio::time::Instant::now() > deadline => bail!("not served: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificates_and_authorities_are_used_without_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let old = Authority::new("old authority")?;
+    let new = Authority::new("new authority")?;
+    let controllers = old.write(dir.path(), "controllers", &["127.0.0.1"])?;
+    let mut cluster = Cluster::start_tls(dir.path(), tls(&controllers)?).await?;
+    let endpoints = cluster.endpoints();
+    let client = cluster.client();
+    let first = allocated(
+        &client
+            .propose(&Command::AllocateProducerIds { count: 1 })
+            .await?,
+    )?;
+
+    // A party of the new authority alone is refused while the controllers
+    // show a certificate of the old one.
+    let newcomer = tls(&new.write(dir.path(), "newcomer", &["newcomer"])?)?;
+    let refused = quick(endpoints.clone(), Some(newcomer.clone()))
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await;
+    ensure!(refused.is_err(), "served before the rotation: {refused:?}");
+    // A broker of the old authority, whose files are read again too.
+    let broker_files = old.write(dir.path(), "broker", &["broker-0"])?;
+    let broker = tls(&broker_files)?;
+    let second = served_within(&endpoints, &broker, Duration::ZERO).await?;
+    ensure!(second > first);
+
+    // Change of authority, step one (as cert-manager and kubelet do it):
+    // everyone trusts both authorities; the controllers show a
+    // certificate of the new one. No process restarts.
+    let both = format!("{}{}", old.ca_pem, new.ca_pem);
+    swap(&broker_files.ca, &both)?;
+    let (cert, key) = new.issue(&["127.0.0.1"])?;
+    swap(&controllers.ca, &both)?;
+    swap(&controllers.key, &key)?;
+    swap(&controllers.cert, &cert)?;
+    let wait = RELOAD_CHECK * 5;
+    let third = served_within(&endpoints, &newcomer, wait).await?;
+    let fourth = served_within(&endpoints, &broker, wait).await?;
+    ensure!(first < second && second < third && third < fourth);
+
+    // A broken renewal (a key that is not the certificate's) is refused;
+    // the last good material stays in use.
+    let (_, stray_key) = new.issue(&["127.0.0.1"])?;
+    swap(&controllers.key, &stray_key)?;
+    tokio::time::sleep(RELOAD_CHECK + Duration::from_millis(200)).await;
+    let fifth = served_within(&endpoints, &newcomer, Duration::ZERO).await?;
+    ensure!(fifth > fourth);
+    swap(&controllers.key, &key)?;
+
+    // Step two: the old authority is trusted no more. A controller
+    // restarted with files read afresh is reached by the others over new
+    // connections, made with the material they reloaded (still the old
+    // one would be refused), and catches up.
+    swap(&controllers.ca, &new.ca_pem)?;
+    tokio::time::sleep(RELOAD_CHECK + Duration::from_millis(200)).await;
+    let leader = cluster.leader().await?;
+    let follower = (1..=3).find(|id| *id != leader).context("a follower")?;
+    cluster.stop(follower).await?;
+    let sixth = served_within(&endpoints, &newcomer, wait).await?;
+    cluster.tls = Some(tls(&controllers)?);
+    cluster.restart(follower).await?;
+    let refused = quick(endpoints.clone(), Some(broker.clone()))
+        .propose(&Command::AllocateProducerIds { count: 1 })
+        .await;
     ensure!(
-        !dir.path().join("controller-1").exists(),
-        "the storage was opened"
+        refused.is_err(),
+        "a certificate of the retired authority was served: {refused:?}"
     );
+    let last = served_within(&endpoints, &newcomer, wait).await?;
+    ensure!(fifth < sixth && sixth < last);
+    let (index, _) = cluster.client().read_state().await?;
+    let states = cluster.states_at(index).await?;
+    ensure!(states.len() == 3 && states.values().all(|s| s == &states[&leader]));
     Ok(())
 }

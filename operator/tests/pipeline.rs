@@ -623,7 +623,7 @@ fn a_config_change_changes_the_pod_template_hash() {
 }
 
 #[test]
-fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_them() {
+fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_nothing() {
     let (v, children) = built("tls");
     let tls = v.controllers.tls.as_ref().expect("validated TLS");
     assert_eq!(tls.secret_name, "events-controller-tls");
@@ -666,10 +666,14 @@ fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_them() {
             .unwrap_or_else(|| panic!("{name}: no TLS mount"));
         assert_eq!(mount.mount_path, "/etc/floe/controller-tls");
         assert_eq!(mount.read_only, Some(true));
+        // The whole volume, not single files: kubelet updates it in place
+        // when the Secret is renewed (a `subPath` mount never changes).
+        assert_eq!(mount.sub_path, None, "{name}: subPath mount");
     }
 
-    // A renewed certificate (same Secret, new contents) changes the pods'
-    // template: they roll onto it.
+    // A renewed certificate (same Secret, new contents) leaves the pods'
+    // template alone: the processes read the renewed files themselves, so
+    // a renewal rolls nothing.
     let (cluster, mut referenced) = load("tls");
     let secret = referenced.tls_secret.as_mut().unwrap();
     secret.string_data.as_mut().unwrap().insert(
@@ -678,12 +682,21 @@ fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_them() {
     );
     let renewed = build(&validate(&cluster, &referenced).unwrap());
     assert_ne!(
+        v.controllers.tls,
+        validate(&cluster, &referenced).unwrap().controllers.tls,
+        "the operator's own client sees the renewal"
+    );
+    assert_eq!(
         config_hash(&children.config_map),
         config_hash(&renewed.config_map)
     );
-    assert_ne!(
+    assert_eq!(
         children.controller_statefulset.spec.template,
         renewed.controller_statefulset.spec.template
+    );
+    assert_eq!(
+        children.broker_statefulsets[0].spec.template,
+        renewed.broker_statefulsets[0].spec.template
     );
 
     // Without TLS, nothing of it.

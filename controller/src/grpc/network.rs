@@ -25,7 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::raft_peer_client::RaftPeerClient;
 use super::proto::RaftPayload;
-use super::tls::Tls;
+use super::tls::{Tls, TlsConnector};
 use super::MAX_MESSAGE_BYTES;
 use crate::raft::{ControllerNode, NodeId, TypeConfig};
 
@@ -37,7 +37,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
     /// Mutual TLS towards the controllers, or plaintext.
-    tls: Option<Arc<Tls>>,
+    tls: Option<Tls>,
 }
 
 impl Channels {
@@ -46,7 +46,7 @@ impl Channels {
     pub fn new(tls: Option<Tls>) -> Channels {
         Channels {
             by_addr: Arc::default(),
-            tls: tls.map(Arc::new),
+            tls,
         }
     }
 
@@ -73,19 +73,18 @@ impl Channels {
         if let Some(channel) = map.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = match &self.tls {
-            Some(tls) => {
-                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.client())?
-            }
-            None => Endpoint::from_shared(format!("http://{addr}"))?,
-        };
-        let channel = endpoint
+        // With TLS the scheme stays `http`: the handshake is the connector's,
+        // made with the certificates current when (re)connecting.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnector::new(tls.clone())),
+            None => endpoint.connect_lazy(),
+        };
         map.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -16,9 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
 use super::network::{Channels, GrpcNetwork};
@@ -26,7 +30,7 @@ use super::proto::admin_server::AdminServer;
 use super::proto::metadata_server::MetadataServer;
 use super::proto::raft_peer_server::RaftPeerServer;
 use super::service::{ApiService, PeerService};
-use super::tls::Tls;
+use super::tls::{Tls, HANDSHAKE_TIMEOUT};
 use super::{MAX_MESSAGE_BYTES, MAX_STATE_BYTES};
 use crate::raft::{open_storage, ControllerNode, NodeId, Raft, StateMachine};
 
@@ -113,10 +117,6 @@ pub enum StartError {
     Raft(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-    #[error(
-        "TLS: {0} (check that the certificate and the private key are PEM and belong together)"
-    )]
-    Tls(tonic::transport::Error),
 }
 
 /// A running controller.
@@ -147,15 +147,12 @@ pub async fn start(
     listeners: Listeners,
 ) -> Result<RunningController, StartError> {
     let (raft_addr, api_addr) = listeners.addrs()?;
-    let server = || match &config.tls {
-        Some(tls) => tonic::transport::Server::builder()
-            .tls_config(tls.server())
-            .map_err(StartError::Tls),
-        None => Ok(tonic::transport::Server::builder()),
-    };
-    // Both builders are made before anything starts, so that a bad
-    // certificate stops the controller before it opens its storage.
-    let (mut peer_server, mut api_server) = (server()?, server()?);
+    // The TLS material was checked when it was loaded; the servers make
+    // their own handshakes with it (see `tls_incoming`).
+    let (mut peer_server, mut api_server) = (
+        tonic::transport::Server::builder(),
+        tonic::transport::Server::builder(),
+    );
     let (log, sm) = open_storage(&config.data_dir)
         .await
         .map_err(|source| StartError::Storage {
@@ -177,13 +174,20 @@ pub async fn start(
     let shutdown = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer = peer_server
-        .add_service(
-            RaftPeerServer::new(PeerService::new(raft.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming(listeners.raft), shutdown(stopped.clone()));
+    let peer = peer_server.add_service(
+        RaftPeerServer::new(PeerService::new(raft.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    let peer: Serving = match &config.tls {
+        Some(tls) => Box::pin(peer.serve_with_incoming_shutdown(
+            tls_incoming(listeners.raft, tls.clone()),
+            shutdown(stopped.clone()),
+        )),
+        None => Box::pin(
+            peer.serve_with_incoming_shutdown(incoming(listeners.raft), shutdown(stopped.clone())),
+        ),
+    };
     let api_service = ApiService::new(
         config.id,
         raft.clone(),
@@ -202,8 +206,16 @@ pub async fn start(
             AdminServer::new(api_service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming(listeners.api), shutdown(stopped));
+        );
+    let api: Serving = match &config.tls {
+        Some(tls) => Box::pin(api.serve_with_incoming_shutdown(
+            tls_incoming(listeners.api, tls.clone()),
+            shutdown(stopped),
+        )),
+        None => {
+            Box::pin(api.serve_with_incoming_shutdown(incoming(listeners.api), shutdown(stopped)))
+        }
+    };
     let servers = vec![tokio::spawn(peer), tokio::spawn(api)];
 
     let bootstrap = if config.initial_voters.contains_key(&config.id) {
@@ -273,6 +285,54 @@ impl RunningController {
 /// proposal from another process took ~40 ms instead of ~1 ms.
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// A server's future, whichever way it accepts connections.
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Accepted connections after their TLS handshake, each made with the
+/// material current when the connection arrived (so renewed certificates
+/// are used without a restart). Handshakes run concurrently, each bounded
+/// by [`HANDSHAKE_TIMEOUT`], so a caller that stalls one holds up no other;
+/// a failed handshake is logged and dropped. Accepting stops when the
+/// server drops the stream.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: Tls,
+) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, from) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, go on.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // See `incoming`: replies must not wait for delayed ACKs.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, %from, "cannot set TCP_NODELAY");
+            }
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, %from, "TLS handshake refused"),
+                    Err(_) => tracing::debug!(%from, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

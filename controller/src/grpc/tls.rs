@@ -7,21 +7,49 @@
 //! IP address in its subject alternative names).
 //!
 //! The files are PEM, as cert-manager and `kubernetes.io/tls` Secrets hold
-//! them (`ca.crt`, `tls.crt`, `tls.key`). They are read once, at start: a
-//! rotated certificate takes effect when the process restarts.
+//! them (`ca.crt`, `tls.crt`, `tls.key`). They are read at start, and read
+//! again before a handshake once [`RELOAD_CHECK`] has passed since the last
+//! look: a renewed certificate, key or authority (kubelet swaps a mounted
+//! Secret's files at once) is used by every connection made after that,
+//! in both directions, without a restart. Connections already open keep
+//! the certificates they were made with. Files that cannot be used (half
+//! written by hand, a key that does not belong to the certificate) are
+//! refused with a warning, and the previous material stays in use.
+//!
+//! The rustls configurations are built here, on ring, with ALPN `h2`; the
+//! servers run their own handshakes ([`super::node`]) and the clients dial
+//! through [`TlsConnector`], so that each handshake takes the material
+//! current at that moment.
 
+use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tonic::transport::Uri;
 
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TLS handshake may take on a controller's port.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often, at most, the files are read again (before a handshake).
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+const ALPN_H2: &[u8] = b"h2";
 
 /// Where the PEM files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// The certificate authority whose certificates are trusted.
+    /// The certificate authority whose certificates are trusted (one or
+    /// more PEM certificates: during a change of authority, both).
     pub ca: PathBuf,
     /// This party's certificate chain.
     pub cert: PathBuf,
@@ -49,36 +77,67 @@ pub enum TlsError {
         what: &'static str,
         expected: &'static str,
     },
+    #[error("the TLS {what} cannot be used: {reason}")]
+    Invalid { what: String, reason: String },
 }
 
-/// Loaded TLS material; cheap to clone.
-#[derive(Debug, Clone)]
+/// The rustls configurations made from one set of PEM files.
+struct Configs {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+/// The PEM bytes the current configurations were made from.
+#[derive(PartialEq, Eq)]
+struct Pem {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+struct Current {
+    configs: Configs,
+    pem: Pem,
+    /// When the files were last read.
+    checked: Instant,
+    /// Files last refused, not to be tried (and warned about) again.
+    refused: Option<Pem>,
+}
+
+struct Inner {
+    /// Read again from time to time; `None` for material given in memory.
+    files: Option<TlsFiles>,
+    current: Mutex<Current>,
+}
+
+/// TLS material for the controllers' ports and their clients; cheap to
+/// clone (clones share the material and its reloading).
+#[derive(Clone)]
 pub struct Tls {
-    ca: Certificate,
-    identity: Identity,
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.inner.files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tls {
-    /// Reads and checks the three files.
+    /// Reads and checks the three files; they are read again later (see
+    /// the module documentation).
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
-        // tonic's server asks rustls for the process's crypto provider, which
-        // rustls cannot choose by itself when more than one is compiled in
-        // (object_store brings aws-lc-rs): ring, unless one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = read(&files.ca, "CA certificate", "CERTIFICATE")?;
-        let cert = read(&files.cert, "certificate", "CERTIFICATE")?;
-        let key = read(&files.key, "private key", "PRIVATE KEY")?;
-        Ok(Tls {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
-        })
+        let pem = read_files(files)?;
+        let configs = build(&pem, Some(files))?;
+        Ok(Tls::new(Some(files.clone()), pem, configs))
     }
 
     /// TLS material already in memory (a Secret read through the API):
     /// the authority's certificate, this party's certificate (chain) and
-    /// its private key, PEM.
+    /// its private key, PEM. It never changes.
     pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Tls, TlsError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         for (bytes, what, expected) in [
             (ca, "CA certificate", "CERTIFICATE"),
             (cert, "certificate", "CERTIFICATE"),
@@ -88,29 +147,167 @@ impl Tls {
                 return Err(TlsError::NotPemData { what, expected });
             }
         }
-        Ok(Tls {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
-        })
+        let pem = Pem {
+            ca: ca.to_vec(),
+            cert: cert.to_vec(),
+            key: key.to_vec(),
+        };
+        let configs = build(&pem, None)?;
+        Ok(Tls::new(None, pem, configs))
+    }
+
+    fn new(files: Option<TlsFiles>, pem: Pem, configs: Configs) -> Tls {
+        // Other users of rustls in the process (tonic's own TLS, kube, S3)
+        // ask for the process's crypto provider, which rustls cannot choose
+        // by itself when more than one is compiled in (object_store brings
+        // aws-lc-rs): ring, unless one is installed. The configurations
+        // here name ring themselves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Tls {
+            inner: Arc::new(Inner {
+                files,
+                current: Mutex::new(Current {
+                    configs,
+                    pem,
+                    checked: Instant::now(),
+                    refused: None,
+                }),
+            }),
+        }
     }
 
     /// A controller's servers: present its certificate, require a client
     /// certificate signed by the authority.
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
-            .timeout(HANDSHAKE_TIMEOUT)
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current(|c| c.server.clone())
     }
 
     /// A client of the controllers: trust only the authority, present this
     /// party's certificate.
-    pub fn client(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
-            .timeout(HANDSHAKE_TIMEOUT)
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.current(|c| c.client.clone())
     }
+
+    /// Reads the files again now if they were not read in the last
+    /// [`RELOAD_CHECK`]; returns whether new material was taken.
+    pub fn reload(&self) -> bool {
+        let mut current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut current)
+    }
+
+    fn current<T>(&self, pick: impl FnOnce(&Configs) -> T) -> T {
+        let mut current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut current);
+        pick(&current.configs)
+    }
+
+    fn refresh(&self, current: &mut Current) -> bool {
+        let Some(files) = &self.inner.files else {
+            return false;
+        };
+        if current.checked.elapsed() < RELOAD_CHECK {
+            return false;
+        }
+        current.checked = Instant::now();
+        let pem = match read_files(files) {
+            Ok(pem) => pem,
+            Err(e) => {
+                // Kubelet swaps the files at once; a reader can still see
+                // one missing for an instant, or a hand-edited half file.
+                tracing::debug!(error = %e, "cannot read the controller TLS files; keeping the current certificates");
+                return false;
+            }
+        };
+        if pem == current.pem || current.refused.as_ref() == Some(&pem) {
+            return false;
+        }
+        match build(&pem, Some(files)) {
+            Ok(configs) => {
+                current.configs = configs;
+                current.pem = pem;
+                current.refused = None;
+                tracing::info!(cert = %files.cert.display(), "controller TLS certificates reloaded; new connections use them");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the changed controller TLS files cannot be used; keeping the current certificates");
+                current.refused = Some(pem);
+                false
+            }
+        }
+    }
+}
+
+fn read_files(files: &TlsFiles) -> Result<Pem, TlsError> {
+    Ok(Pem {
+        ca: read(&files.ca, "CA certificate", "CERTIFICATE")?,
+        cert: read(&files.cert, "certificate", "CERTIFICATE")?,
+        key: read(&files.key, "private key", "PRIVATE KEY")?,
+    })
+}
+
+/// The server and client configurations for `pem`; `files` name the
+/// sources in errors.
+fn build(pem: &Pem, files: Option<&TlsFiles>) -> Result<Configs, TlsError> {
+    let name = |what: &str, path: Option<&PathBuf>| match path {
+        Some(p) => format!("{what} {}", p.display()),
+        None => what.to_owned(),
+    };
+    let ca_name = name("CA certificate", files.map(|f| &f.ca));
+    let cert_name = name("certificate", files.map(|f| &f.cert));
+    let key_name = name("private key", files.map(|f| &f.key));
+    let invalid = |what: &str, reason: String| TlsError::Invalid {
+        what: what.to_owned(),
+        reason,
+    };
+    let certs = |bytes: &[u8], what: &str| {
+        CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(what, e.to_string()))
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in certs(&pem.ca, &ca_name)? {
+        roots
+            .add(ca)
+            .map_err(|e| invalid(&ca_name, e.to_string()))?;
+    }
+    let roots = Arc::new(roots);
+    let chain = certs(&pem.cert, &cert_name)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem.key).map_err(|e| invalid(&key_name, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pair = format!("{cert_name} and {key_name}");
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| invalid(&ca_name, e.to_string()))?;
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&pair, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| {
+            invalid(
+                &pair,
+                format!("{e} (do the certificate and key belong together?)"),
+            )
+        })?;
+    server.alpn_protocols = vec![ALPN_H2.to_vec()];
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&pair, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            invalid(
+                &pair,
+                format!("{e} (do the certificate and key belong together?)"),
+            )
+        })?;
+    client.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Configs {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
 }
 
 fn read(path: &Path, what: &'static str, expected: &'static str) -> Result<Vec<u8>, TlsError> {
@@ -135,4 +332,67 @@ pub fn is_pem(bytes: &[u8], kind: &str) -> bool {
     String::from_utf8_lossy(bytes)
         .lines()
         .any(|line| line.starts_with("-----BEGIN ") && line.contains(kind))
+}
+
+/// Dials a controller over TCP and makes a TLS handshake with the material
+/// current at that moment, checking the certificate against the host in the
+/// URI (a channel's endpoint is `http://host:port`: the TLS is this
+/// connector's, not tonic's).
+#[derive(Clone, Debug)]
+pub struct TlsConnector {
+    tls: Tls,
+}
+
+impl TlsConnector {
+    pub fn new(tls: Tls) -> TlsConnector {
+        TlsConnector { tls }
+    }
+}
+
+type Connecting = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+                    std::io::Error,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let invalid =
+                |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("no host in {uri}")))?;
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| invalid(format!("no port in {uri}")))?;
+            // An IPv6 address is bracketed in a URI, not in a server name.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| invalid(format!("{host} is not a valid server name: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(tls.client_config())
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }

@@ -43,7 +43,7 @@ pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
                 .join(","),
         ),
     ]);
-    if let Some(tls) = &cluster.controllers.tls {
+    if cluster.controllers.tls.is_some() {
         for (var, file) in [
             ("FLOE_CONTROLLER_TLS_CA", "ca.crt"),
             ("FLOE_CONTROLLER_TLS_CERT", "tls.crt"),
@@ -51,9 +51,9 @@ pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
         ] {
             data.insert(var.to_string(), format!("{CONTROLLER_TLS_DIR}/{file}"));
         }
-        // Read by nothing: its change (a renewed certificate) changes the
-        // config hash, which rolls the pods onto the new files.
-        data.insert("FLOE_CONTROLLER_TLS_DIGEST".to_string(), tls.digest());
+        // No digest of the files here: a renewed certificate must not roll
+        // the pods. Kubelet updates the mounted files and the processes
+        // read them again (see docs/controller.md, "TLS").
     }
     if let Some(region) = &cluster.object_store.region {
         data.insert("AWS_REGION".to_string(), region.clone());

@@ -76,8 +76,8 @@ pub struct ControllerTls {
 }
 
 impl ControllerTls {
-    /// A stable digest of the three files: it goes into the pods'
-    /// ConfigMap, so a renewed certificate rolls the pods.
+    /// A stable digest of the three files: the operator's client to the
+    /// controllers is made again when it changes (a renewal).
     pub fn digest(&self) -> String {
         crate::labels::stable_digest([&self.ca[..], &self.cert, &self.key])
     }
