@@ -128,6 +128,8 @@ pub struct RunningController {
     pub api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// The TLS accept loops, which own the listeners.
+    acceptors: Vec<JoinHandle<()>>,
     bootstrap: Option<JoinHandle<()>>,
 }
 
@@ -179,11 +181,13 @@ pub async fn start(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
+    let mut acceptors = Vec::new();
     let peer: Serving = match &config.tls {
-        Some(tls) => Box::pin(peer.serve_with_incoming_shutdown(
-            tls_incoming(listeners.raft, tls.clone()),
-            shutdown(stopped.clone()),
-        )),
+        Some(tls) => {
+            let (accepted, acceptor) = tls_incoming(listeners.raft, tls.clone());
+            acceptors.push(acceptor);
+            Box::pin(peer.serve_with_incoming_shutdown(accepted, shutdown(stopped.clone())))
+        }
         None => Box::pin(
             peer.serve_with_incoming_shutdown(incoming(listeners.raft), shutdown(stopped.clone())),
         ),
@@ -208,10 +212,11 @@ pub async fn start(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
     let api: Serving = match &config.tls {
-        Some(tls) => Box::pin(api.serve_with_incoming_shutdown(
-            tls_incoming(listeners.api, tls.clone()),
-            shutdown(stopped),
-        )),
+        Some(tls) => {
+            let (accepted, acceptor) = tls_incoming(listeners.api, tls.clone());
+            acceptors.push(acceptor);
+            Box::pin(api.serve_with_incoming_shutdown(accepted, shutdown(stopped)))
+        }
         None => {
             Box::pin(api.serve_with_incoming_shutdown(incoming(listeners.api), shutdown(stopped)))
         }
@@ -236,6 +241,7 @@ pub async fn start(
         api_addr,
         stop,
         servers,
+        acceptors,
         bootstrap,
     })
 }
@@ -273,6 +279,12 @@ impl RunningController {
             server.abort();
             let _ = server.await;
         }
+        // Their listeners are closed once this returns: the same ports can
+        // be bound again at once.
+        for acceptor in self.acceptors {
+            acceptor.abort();
+            let _ = acceptor.await;
+        }
         result
     }
 }
@@ -295,13 +307,17 @@ type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> 
 /// are used without a restart). Handshakes run concurrently, each bounded
 /// by [`HANDSHAKE_TIMEOUT`], so a caller that stalls one holds up no other;
 /// a failed handshake is logged and dropped. Accepting stops when the
-/// server drops the stream.
+/// server drops the stream, or when the returned task (which owns the
+/// listener) is aborted.
 fn tls_incoming(
     listener: TcpListener,
     tls: Tls,
-) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+) -> (
+    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
+    JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let acceptor = tokio::spawn(async move {
         loop {
             let (tcp, from) = tokio::select! {
                 _ = tx.closed() => return,
@@ -332,7 +348,7 @@ fn tls_incoming(
             });
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), acceptor)
 }
 
 #[cfg(test)]
