@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use floe_controller::grpc::access::{Access, NamePattern};
 use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
 use floe_controller::grpc::service::{BalancerConfig, LeaseConfig};
@@ -102,6 +103,11 @@ pub struct ControllerArgs {
     /// Mutual TLS on both ports and towards the other controllers.
     #[command(flatten)]
     pub tls: ControllerTlsArgs,
+    /// With TLS: the certificate names that may speak Raft to this
+    /// controller (its peers), comma-separated; a name or `*.` and a name.
+    /// Default: any certificate of the authority.
+    #[arg(long, env = "FLOE_CONTROLLER_TLS_PEER_NAMES", value_delimiter = ',')]
+    pub controller_tls_peer_names: Vec<String>,
 }
 
 /// Mutual TLS with the controllers (docs/controller.md, "TLS"): all three
@@ -150,6 +156,32 @@ impl ControllerTlsArgs {
 }
 
 impl ControllerArgs {
+    /// Who may speak Raft, from `--controller-tls-peer-names`.
+    pub fn access(&self) -> anyhow::Result<Access> {
+        let names: Vec<&String> = self
+            .controller_tls_peer_names
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(Access::default());
+        }
+        if self.tls.controller_tls_ca.is_none() {
+            bail!(
+                "--controller-tls-peer-names needs --controller-tls-ca, \
+                 --controller-tls-cert and --controller-tls-key"
+            );
+        }
+        let peers = names
+            .into_iter()
+            .map(|n| {
+                n.parse::<NamePattern>()
+                    .map_err(|e| anyhow::anyhow!("--controller-tls-peer-names: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Access { peers: Some(peers) })
+    }
+
     /// The initial voters from `--raft-peers` and `--controllers`.
     pub fn voters(&self) -> anyhow::Result<BTreeMap<NodeId, ControllerNode>> {
         let peers: Vec<&String> = self.raft_peers.iter().filter(|p| !p.is_empty()).collect();
@@ -241,6 +273,7 @@ impl ControllerProcess {
                 grace: Duration::from_millis(args.broker_lease_grace_ms),
             },
             tls: args.tls.load()?,
+            access: args.access()?,
             balancer: BalancerConfig {
                 interval: (args.rebalance_interval_s > 0)
                     .then(|| Duration::from_secs(args.rebalance_interval_s)),

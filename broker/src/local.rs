@@ -333,6 +333,7 @@ impl LocalNode {
                 leases: LeaseConfig::default(),
                 // One broker: nothing to balance.
                 tls: None,
+                access: Default::default(),
                 balancer: BalancerConfig {
                     interval: None,
                     ..BalancerConfig::default()

@@ -13,12 +13,14 @@
 //! - [`node`]: [`node::start`] runs one controller: storage, Raft, both
 //!   servers, and the one-time bootstrap of the initial voters.
 //! - [`tls`]: mutual TLS on both ports (optional; plaintext without it).
+//! - [`access`]: which certificate names may speak Raft.
 //!
 //! The leader hint: a follower answers a leader-only call with
 //! `FAILED_PRECONDITION` and the response metadata [`LEADER_ID_HEADER`] and
 //! [`LEADER_ADDRESS_HEADER`] (the leader's metadata address), so a client
 //! goes straight to the leader.
 
+pub mod access;
 pub mod client;
 pub mod network;
 pub mod node;

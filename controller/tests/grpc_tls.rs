@@ -300,3 +300,89 @@ async fn renewed_certificates_and_authorities_are_used_without_a_restart() -> an
     ensure!(states.len() == 3 && states.values().all(|s| s == &states[&leader]));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_named_certificates_speak_raft() -> anyhow::Result<()> {
+    use floe_controller::grpc::access::Access;
+    use floe_controller::grpc::proto::admin_client::AdminClient;
+    use floe_controller::grpc::proto::raft_peer_client::RaftPeerClient;
+    use floe_controller::grpc::proto::{ClusterStatusRequest, RaftPayload};
+
+    let dir = tempfile::tempdir()?;
+    let ca = Authority::new("floe test authority")?;
+    let controllers = ca.write(
+        dir.path(),
+        "controllers",
+        &["127.0.0.1", "c.controllers.floe"],
+    )?;
+    let access = Access {
+        peers: Some(vec!["*.controllers.floe"
+            .parse()
+            .map_err(anyhow::Error::msg)?]),
+    };
+    // The controllers' own certificate is a peer's: they elect and commit.
+    let cluster = Cluster::start_tls_access(dir.path(), tls(&controllers)?, access).await?;
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader().await?;
+    let vote = || RaftPayload {
+        json: b"{}".to_vec(),
+        data: Vec::new(),
+    };
+
+    // A broker's and an admin's certificates: the metadata port serves
+    // them, the Raft port refuses them before it decodes anything, on
+    // every controller.
+    let broker = tls(&ca.write(dir.path(), "broker", &["broker-0.floe"])?)?;
+    let admin = tls(&ca.write(dir.path(), "admin", &["admin.floe"])?)?;
+    let first = served_within(&endpoints, &broker, Duration::ZERO).await?;
+    for (party, name) in [(&broker, "broker-0.floe"), (&admin, "admin.floe")] {
+        let channels = Channels::new(Some(party.clone()));
+        AdminClient::new(channels.get(&endpoints[0])?)
+            .get_cluster_status(ClusterStatusRequest {})
+            .await?;
+        for node in cluster.voters.values() {
+            let refused = RaftPeerClient::new(channels.get(&node.raft_addr)?)
+                .vote(vote())
+                .await;
+            match refused {
+                Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                    ensure!(s.message().contains(name), "{}", s.message())
+                }
+                other => bail!("{name} spoke Raft: {other:?}"),
+            }
+        }
+    }
+
+    // Nothing of it disturbed the quorum.
+    let second = served_within(&endpoints, &broker, Duration::ZERO).await?;
+    ensure!(second == first + 1);
+    let (index, _) = cluster.client().read_state().await?;
+    let states = cluster.states_at(index).await?;
+    ensure!(states.values().all(|s| s == &states[&leader]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn limiting_names_without_tls_does_not_start() -> anyhow::Result<()> {
+    use floe_controller::grpc::access::Access;
+    use floe_controller::grpc::node::{self, Listeners, StartError};
+
+    let dir = tempfile::tempdir()?;
+    let listeners = Listeners::bind("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+    let mut config = cluster::config(dir.path(), 1, &Default::default())?;
+    config.access = Access {
+        peers: Some(vec!["*.controllers.floe"
+            .parse()
+            .map_err(anyhow::Error::msg)?]),
+    };
+    match node::start(config, listeners).await {
+        Err(e @ StartError::Config(_)) => ensure!(e.to_string().contains("needs TLS"), "{e}"),
+        Err(other) => bail!("unexpected error {other}"),
+        Ok(_) => bail!("started with limited names and no TLS"),
+    }
+    ensure!(
+        !dir.path().join("controller-1").exists(),
+        "the storage was opened"
+    );
+    Ok(())
+}

@@ -149,7 +149,7 @@ pub struct ControllerTlsSpec {
     /// them. Its certificate must name every controller pod's DNS name
     /// (`*.<cluster>-controller-headless.<namespace>.svc`, see docs/operator.md) and
     /// be usable as both server and client certificate. A renewed
-    /// certificate rolls the controllers and brokers.
+    /// certificate is picked up by the running pods (no restart).
     #[schemars(length(min = 1))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("controllers.tls.secretName is immutable in v1alpha1; renew the certificate in the same Secret instead"))]
     pub secret_name: String,

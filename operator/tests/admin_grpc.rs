@@ -44,6 +44,7 @@ fn one_voter(
             grace: Duration::from_secs(60),
         },
         tls,
+        access: Default::default(),
         balancer: BalancerConfig {
             interval: None,
             ..BalancerConfig::default()

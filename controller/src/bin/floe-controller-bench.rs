@@ -503,6 +503,7 @@ async fn main() -> anyhow::Result<()> {
             bootstrap_grace: Duration::from_millis(50),
             leases: Default::default(),
             tls: None,
+            access: Default::default(),
             balancer: floe_controller::grpc::service::BalancerConfig {
                 interval: None,
                 ..Default::default()

@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
+use tonic::service::interceptor::InterceptedService;
+
+use super::access::Access;
 use super::network::{Channels, GrpcNetwork};
 use super::proto::admin_server::AdminServer;
 use super::proto::metadata_server::MetadataServer;
@@ -58,6 +61,9 @@ pub struct NodeConfig {
     /// Mutual TLS on both ports and towards the peers; plaintext when
     /// `None`. Every controller of a cluster must agree.
     pub tls: Option<Tls>,
+    /// Which certificate names may speak Raft to this controller (needs
+    /// `tls`); by default any certificate of the authority.
+    pub access: Access,
 }
 
 /// openraft settings for controllers: heartbeats every 100 ms, elections
@@ -117,6 +123,8 @@ pub enum StartError {
     Raft(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running controller.
@@ -149,6 +157,13 @@ pub async fn start(
     listeners: Listeners,
 ) -> Result<RunningController, StartError> {
     let (raft_addr, api_addr) = listeners.addrs()?;
+    if config.access.restricts() && config.tls.is_none() {
+        return Err(StartError::Config(
+            "limiting which certificate names may speak Raft needs TLS \
+             (the --controller-tls-* files)"
+                .into(),
+        ));
+    }
     // The TLS material was checked when it was loaded; the servers make
     // their own handshakes with it (see `tls_incoming`).
     let (mut peer_server, mut api_server) = (
@@ -176,11 +191,12 @@ pub async fn start(
     let shutdown = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer = peer_server.add_service(
+    let peer = peer_server.add_service(InterceptedService::new(
         RaftPeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    );
+        config.access.peer_gate(),
+    ));
     let mut acceptors = Vec::new();
     let peer: Serving = match &config.tls {
         Some(tls) => {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
+use floe_controller::grpc::access::Access;
 use floe_controller::grpc::client::ClientOptions;
 use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig, RunningController};
@@ -29,6 +30,8 @@ pub struct Cluster {
     pub balancer: Option<BalancerConfig>,
     /// Mutual TLS on every controller, and for [`Cluster::client`].
     pub tls: Option<Tls>,
+    /// Who may speak Raft or call Admin on the nodes started from now on.
+    pub access: Access,
 }
 
 pub fn config(
@@ -52,6 +55,7 @@ pub fn config(
             grace: LEASE_GRACE,
         },
         tls: None,
+        access: Default::default(),
         // Off unless a test turns it on (`Cluster::balancer`).
         balancer: BalancerConfig {
             interval: None,
@@ -71,18 +75,28 @@ impl Cluster {
         root: &Path,
         balancer: Option<BalancerConfig>,
     ) -> anyhow::Result<Cluster> {
-        Cluster::start_configured(root, balancer, None).await
+        Cluster::start_configured(root, balancer, None, Access::default()).await
     }
 
     /// Like [`Cluster::start`], every controller speaking mutual TLS.
     pub async fn start_tls(root: &Path, tls: Tls) -> anyhow::Result<Cluster> {
-        Cluster::start_configured(root, None, Some(tls)).await
+        Cluster::start_configured(root, None, Some(tls), Access::default()).await
+    }
+
+    /// Like [`Cluster::start_tls`], with access limited to some names.
+    pub async fn start_tls_access(
+        root: &Path,
+        tls: Tls,
+        access: Access,
+    ) -> anyhow::Result<Cluster> {
+        Cluster::start_configured(root, None, Some(tls), access).await
     }
 
     async fn start_configured(
         root: &Path,
         balancer: Option<BalancerConfig>,
         tls: Option<Tls>,
+        access: Access,
     ) -> anyhow::Result<Cluster> {
         let mut listeners = BTreeMap::new();
         let mut voters = BTreeMap::new();
@@ -98,6 +112,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             balancer,
             tls,
+            access,
         };
         for (id, l) in listeners {
             cluster.start_node(id, l).await?;
@@ -111,6 +126,7 @@ impl Cluster {
             config.balancer = balancer;
         }
         config.tls = self.tls.clone();
+        config.access = self.access.clone();
         let running = node::start(config, listeners).await?;
         self.nodes.insert(id, running);
         Ok(())
