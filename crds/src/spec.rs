@@ -153,6 +153,14 @@ pub struct ControllerTlsSpec {
     #[schemars(length(min = 1))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("controllers.tls.secretName is immutable in v1alpha1; renew the certificate in the same Secret instead"))]
     pub secret_name: String,
+    /// A Secret of the same form for the brokers, signed by the same
+    /// authority, whose certificate does not carry the controllers' names.
+    /// When set, brokers mount it instead of `secretName`, and only
+    /// certificates named like a controller pod may speak Raft to the
+    /// controllers (`*.<cluster>-controller-headless.<namespace>.svc`):
+    /// a broker's certificate can then neither vote nor append entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_secret_name: Option<String>,
 }
 
 impl Default for ControllerSpec {

@@ -352,7 +352,14 @@ async fn reconcile_invalid(
 ) -> Result<Action, Error> {
     let secret_missing = (cluster.spec.object_storage.credentials_secret.is_some()
         && referenced.credentials_secret.is_none())
-        || (cluster.spec.controllers.tls.is_some() && referenced.tls_secret.is_none());
+        || (cluster.spec.controllers.tls.is_some() && referenced.tls_secret.is_none())
+        || (cluster
+            .spec
+            .controllers
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.broker_secret_name.is_some())
+            && referenced.broker_tls_secret.is_none());
     let reason = if secret_missing {
         "SecretMissing"
     } else {

@@ -26,7 +26,14 @@ fn built(name: &str) -> (ValidatedCluster, Children) {
     (validated, children)
 }
 
-const VALID: [&str; 5] = ["minimal", "full", "object-mode", "spot", "tls"];
+const VALID: [&str; 6] = [
+    "minimal",
+    "full",
+    "object-mode",
+    "spot",
+    "tls",
+    "tls-brokers",
+];
 
 fn to_yaml(children: &Children) -> String {
     children
@@ -712,6 +719,50 @@ fn controller_tls_mounts_the_secret_in_every_pod_and_a_renewal_rolls_nothing() {
         .iter()
         .flatten()
         .all(|v| v.name != "controller-tls"));
+}
+
+#[test]
+fn brokers_with_their_own_tls_secret_mount_it_and_only_controllers_speak_raft() {
+    let (v, children) = built("tls-brokers");
+    let tls = v.controllers.tls.as_ref().expect("validated TLS");
+    assert_eq!(tls.broker_secret_name.as_deref(), Some("events-broker-tls"));
+    let secret_of = |sts: &StatefulSet| {
+        let spec = sts.spec.template.spec.as_ref().unwrap();
+        spec.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "controller-tls")
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone())
+            .expect("a TLS volume")
+    };
+    assert_eq!(
+        secret_of(&children.controller_statefulset),
+        "events-controller-tls"
+    );
+    for sts in &children.broker_statefulsets {
+        assert_eq!(secret_of(sts), "events-broker-tls");
+    }
+    let peers = data(&children)["FLOE_CONTROLLER_TLS_PEER_NAMES"].clone();
+    assert_eq!(
+        peers,
+        "*.events-controller-headless.streaming.svc,\
+         *.events-controller-headless.streaming.svc.cluster.local"
+    );
+    // Patterns `floe controller` accepts, matching every controller pod's
+    // name (which its certificate must hold) and no broker's.
+    let patterns: Vec<floe_controller::grpc::access::NamePattern> =
+        peers.split(',').map(|p| p.parse().unwrap()).collect();
+    for i in 0..v.controllers.replicas {
+        let host = floe_operator::names::controller_host("events", "streaming", i);
+        assert!(patterns.iter().any(|p| p.matches(&host)), "{host}");
+    }
+    assert!(!patterns
+        .iter()
+        .any(|p| p.matches("events-broker-0.events-broker-headless.streaming.svc")));
+    // One Secret for all: no limit (the brokers hold the controllers' names).
+    let (_, shared) = built("tls");
+    assert!(!data(&shared).contains_key("FLOE_CONTROLLER_TLS_PEER_NAMES"));
 }
 
 fn data_has_tls(children: &Children) -> bool {

@@ -49,6 +49,13 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
             "Secret \"events-controller-tls\" not found in namespace \"streaming\": create it",
         )],
     ),
+    (
+        "invalid-tls-broker-secret",
+        &[(
+            "spec.controllers.tls.brokerSecretName",
+            "Secret \"events-broker-tls\" not found in namespace \"streaming\": create it",
+        )],
+    ),
     ("invalid-spot-without-selector", &[("spec.spot.nodeSelector", "required when spot.enabled is true")]),
     ("invalid-name", &[("metadata.name", "\"events.prod\" must be at most 40 lowercase letters, digits and '-'")]),
     (
@@ -177,6 +184,7 @@ fn the_examples_in_docs_operator_md_are_valid() {
         // The full example names a Secret; give the dereference step one.
         let referenced = Referenced {
             tls_secret: None,
+            broker_tls_secret: None,
             credentials_secret: cluster.spec.object_storage.credentials_secret.as_ref().map(|c| {
                 serde_json::from_value(json!({
                     "metadata": {"name": c.name},
@@ -189,4 +197,23 @@ fn the_examples_in_docs_operator_md_are_valid() {
             validate(&cluster, &referenced).unwrap_or_else(|e| panic!("{e}\n{example}"));
         assert!(!build(&validated).manifests().is_empty());
     }
+}
+
+#[test]
+fn the_brokers_tls_secret_must_be_their_own() {
+    let (mut cluster, referenced) = load("tls");
+    let tls = cluster.spec.controllers.tls.as_mut().unwrap();
+    tls.broker_secret_name = Some(tls.secret_name.clone());
+    let err = validate(&cluster, &referenced).expect_err("the same Secret twice");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(
+        err.problems[0].field,
+        "spec.controllers.tls.brokerSecretName"
+    );
+    assert!(
+        err.problems[0]
+            .message
+            .contains("must differ from secretName"),
+        "{err}"
+    );
 }

@@ -14,6 +14,8 @@ pub struct Referenced {
     pub credentials_secret: Option<Secret>,
     /// `spec.controllers.tls.secretName`, if the spec names one and it exists.
     pub tls_secret: Option<Secret>,
+    /// `spec.controllers.tls.brokerSecretName`, likewise.
+    pub broker_tls_secret: Option<Secret>,
 }
 
 /// Reading a referenced object failed (other than it not existing).
@@ -59,6 +61,15 @@ pub async fn dereference(
             Some(tls) => get(tls.secret_name.clone()).await?,
             None => None,
         },
+        broker_tls_secret: match spec
+            .controllers
+            .tls
+            .as_ref()
+            .and_then(|t| t.broker_secret_name.clone())
+        {
+            Some(name) => get(name).await?,
+            None => None,
+        },
     })
 }
 
@@ -71,4 +82,10 @@ pub fn referenced_secrets(cluster: &KafkaCluster) -> impl Iterator<Item = &str> 
         .iter()
         .map(|s| s.name.as_str())
         .chain(spec.controllers.tls.iter().map(|t| t.secret_name.as_str()))
+        .chain(
+            spec.controllers
+                .tls
+                .iter()
+                .filter_map(|t| t.broker_secret_name.as_deref()),
+        )
 }

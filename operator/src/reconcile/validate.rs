@@ -37,7 +37,7 @@ use floe_crds::{
     BrokerSpec, CapacityType, ControllerSpec, CredentialsSecretRef, KafkaCluster,
     ObjectStorageSpec, PodTemplateOverrides, VolumeSpec, HEALTH_PORT, MAX_CLUSTER_NAME_LEN,
 };
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Secret};
 use kube::Resource;
 
 use super::dereference::Referenced;
@@ -290,7 +290,7 @@ impl Checker {
         let tls = spec
             .tls
             .as_ref()
-            .and_then(|tls| self.controller_tls(&tls.secret_name, namespace, referenced));
+            .and_then(|tls| self.controller_tls(tls, namespace, referenced));
         Controllers {
             replicas: spec.replicas,
             storage: spec.storage.clone(),
@@ -300,23 +300,20 @@ impl Checker {
         }
     }
 
-    /// The TLS Secret's three PEM files, or problems.
-    fn controller_tls(
+    /// A TLS Secret's three PEM files (`ca.crt`, `tls.crt`, `tls.key`),
+    /// or problems under `field`.
+    fn tls_secret(
         &mut self,
+        field: &str,
         name: &str,
         namespace: &str,
-        referenced: &Referenced,
-    ) -> Option<ControllerTls> {
-        let field = "spec.controllers.tls.secretName";
+        secret: Option<&Secret>,
+    ) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
         if name.is_empty() {
             self.problem(field, "must name a Secret");
             return None;
         }
-        let Some(secret) = referenced
-            .tls_secret
-            .as_ref()
-            .filter(|s| s.metadata.name.as_deref() == Some(name))
-        else {
+        let Some(secret) = secret.filter(|s| s.metadata.name.as_deref() == Some(name)) else {
             self.problem(
                 field,
                 format!(
@@ -362,11 +359,48 @@ impl Checker {
                 );
             }
         }
-        ok.then(|| ControllerTls {
-            secret_name: name.to_owned(),
+        ok.then_some((ca, cert, key))
+    }
+
+    /// The controllers' TLS Secret and, when named, the brokers' own.
+    fn controller_tls(
+        &mut self,
+        spec: &floe_crds::ControllerTlsSpec,
+        namespace: &str,
+        referenced: &Referenced,
+    ) -> Option<ControllerTls> {
+        let own = self.tls_secret(
+            "spec.controllers.tls.secretName",
+            &spec.secret_name,
+            namespace,
+            referenced.tls_secret.as_ref(),
+        );
+        let brokers = match &spec.broker_secret_name {
+            None => Some(None),
+            Some(name) if *name == spec.secret_name => {
+                self.problem(
+                    "spec.controllers.tls.brokerSecretName",
+                    "must differ from secretName: the brokers would hold the controllers' \
+                     certificate (leave it unset for one certificate for all)",
+                );
+                None
+            }
+            Some(name) => self
+                .tls_secret(
+                    "spec.controllers.tls.brokerSecretName",
+                    name,
+                    namespace,
+                    referenced.broker_tls_secret.as_ref(),
+                )
+                .map(|_| Some(name.clone())),
+        };
+        let ((ca, cert, key), broker_secret_name) = (own?, brokers?);
+        Some(ControllerTls {
+            secret_name: spec.secret_name.clone(),
             ca,
             cert,
             key,
+            broker_secret_name,
         })
     }
 

@@ -39,15 +39,14 @@ pub fn load(name: &str) -> (KafkaCluster, Referenced) {
     let cluster: KafkaCluster = cluster.expect("fixture has a KafkaCluster");
     // The TLS Secret is the one the spec names there; any other is the
     // credentials Secret.
-    let tls_name = cluster
-        .spec
-        .controllers
-        .tls
-        .as_ref()
-        .map(|t| t.secret_name.clone());
+    let tls = cluster.spec.controllers.tls.as_ref();
+    let tls_name = tls.map(|t| t.secret_name.clone());
+    let broker_tls_name = tls.and_then(|t| t.broker_secret_name.clone());
     for secret in secrets {
         if secret.metadata.name.is_some() && secret.metadata.name == tls_name {
             referenced.tls_secret = Some(secret);
+        } else if secret.metadata.name.is_some() && secret.metadata.name == broker_tls_name {
+            referenced.broker_tls_secret = Some(secret);
         } else {
             referenced.credentials_secret = Some(secret);
         }

@@ -43,13 +43,24 @@ pub(super) fn config_map(cluster: &ValidatedCluster) -> ConfigMap {
                 .join(","),
         ),
     ]);
-    if cluster.controllers.tls.is_some() {
+    if let Some(tls) = &cluster.controllers.tls {
         for (var, file) in [
             ("FLOE_CONTROLLER_TLS_CA", "ca.crt"),
             ("FLOE_CONTROLLER_TLS_CERT", "tls.crt"),
             ("FLOE_CONTROLLER_TLS_KEY", "tls.key"),
         ] {
             data.insert(var.to_string(), format!("{CONTROLLER_TLS_DIR}/{file}"));
+        }
+        if tls.broker_secret_name.is_some() {
+            // Brokers hold a certificate of their own: only certificates
+            // named like a controller pod speak Raft (read by
+            // `floe controller` alone).
+            let host = names::controller_host(c, ns, 0);
+            let service = host.split_once('.').map_or(host.as_str(), |(_, rest)| rest);
+            data.insert(
+                "FLOE_CONTROLLER_TLS_PEER_NAMES".to_string(),
+                format!("*.{service},*.{service}.cluster.local"),
+            );
         }
         // No digest of the files here: a renewed certificate must not roll
         // the pods. Kubelet updates the mounted files and the processes

@@ -56,10 +56,15 @@ pub(super) fn template(
     let mut container = parts.container;
     let mut volumes = parts.volumes;
     if let Some(tls) = &cluster.controllers.tls {
+        // Brokers hold their own certificate when the spec names one.
+        let secret_name = match (parts.component, &tls.broker_secret_name) {
+            (Component::Broker, Some(brokers)) => brokers,
+            _ => &tls.secret_name,
+        };
         volumes.push(Volume {
             name: names::CONTROLLER_TLS_VOLUME.to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
+                secret_name: Some(secret_name.clone()),
                 // Readable by the pod's group (fsGroup) only: it holds a key.
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()

@@ -73,6 +73,9 @@ pub struct ControllerTls {
     pub ca: Vec<u8>,
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
+    /// The brokers' own Secret, when they do not share the controllers'
+    /// (then only the controllers' names may speak Raft).
+    pub broker_secret_name: Option<String>,
 }
 
 impl ControllerTls {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for ControllerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerTls")
             .field("secret_name", &self.secret_name)
+            .field("broker_secret_name", &self.broker_secret_name)
             .field("digest", &self.digest())
             .finish_non_exhaustive()
     }
