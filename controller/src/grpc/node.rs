@@ -11,21 +11,19 @@
 //! them) waits to be added with `AddController`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::future::Future;
-use std::pin::Pin;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
-
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::{Router, TcpIncoming};
 
 use super::access::Access;
 use super::network::{Channels, GrpcNetwork};
@@ -198,16 +196,13 @@ pub async fn start(
         config.access.peer_gate(),
     ));
     let mut acceptors = Vec::new();
-    let peer: Serving = match &config.tls {
-        Some(tls) => {
-            let (accepted, acceptor) = tls_incoming(listeners.raft, tls.clone());
-            acceptors.push(acceptor);
-            Box::pin(peer.serve_with_incoming_shutdown(accepted, shutdown(stopped.clone())))
-        }
-        None => Box::pin(
-            peer.serve_with_incoming_shutdown(incoming(listeners.raft), shutdown(stopped.clone())),
-        ),
-    };
+    let peer = serve(
+        peer,
+        listeners.raft,
+        config.tls.as_ref(),
+        shutdown(stopped.clone()),
+        &mut acceptors,
+    );
     let api_service = ApiService::new(
         config.id,
         raft.clone(),
@@ -227,16 +222,13 @@ pub async fn start(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-    let api: Serving = match &config.tls {
-        Some(tls) => {
-            let (accepted, acceptor) = tls_incoming(listeners.api, tls.clone());
-            acceptors.push(acceptor);
-            Box::pin(api.serve_with_incoming_shutdown(accepted, shutdown(stopped)))
-        }
-        None => {
-            Box::pin(api.serve_with_incoming_shutdown(incoming(listeners.api), shutdown(stopped)))
-        }
-    };
+    let api = serve(
+        api,
+        listeners.api,
+        config.tls.as_ref(),
+        shutdown(stopped),
+        &mut acceptors,
+    );
     let servers = vec![tokio::spawn(peer), tokio::spawn(api)];
 
     let bootstrap = if config.initial_voters.contains_key(&config.id) {
@@ -317,6 +309,25 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 
 /// A server's future, whichever way it accepts connections.
 type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serves `router` on `listener` until `stop`: over TLS when `tls` is
+/// given (its accept loop goes into `acceptors`), plaintext otherwise.
+fn serve(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<&Tls>,
+    stop: impl Future<Output = ()> + Send + 'static,
+    acceptors: &mut Vec<JoinHandle<()>>,
+) -> Serving {
+    match tls {
+        Some(tls) => {
+            let (accepted, acceptor) = tls_incoming(listener, tls.clone());
+            acceptors.push(acceptor);
+            Box::pin(router.serve_with_incoming_shutdown(accepted, stop))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), stop)),
+    }
+}
 
 /// Accepted connections after their TLS handshake, each made with the
 /// material current when the connection arrived (so renewed certificates

@@ -102,6 +102,8 @@ struct Current {
     checked: Instant,
     /// Files last refused, not to be tried (and warned about) again.
     refused: Option<Pem>,
+    /// Why the files could not be read at the last look (warned once).
+    unreadable: Option<String>,
 }
 
 struct Inner {
@@ -171,6 +173,7 @@ impl Tls {
                     pem,
                     checked: Instant::now(),
                     refused: None,
+                    unreadable: None,
                 }),
             }),
         }
@@ -188,38 +191,37 @@ impl Tls {
         self.current(|c| c.client.clone())
     }
 
-    /// Reads the files again now if they were not read in the last
-    /// [`RELOAD_CHECK`]; returns whether new material was taken.
-    pub fn reload(&self) -> bool {
-        let mut current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
-        self.refresh(&mut current)
-    }
-
     fn current<T>(&self, pick: impl FnOnce(&Configs) -> T) -> T {
         let mut current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh(&mut current);
         pick(&current.configs)
     }
 
-    fn refresh(&self, current: &mut Current) -> bool {
+    /// Takes changed files, if [`RELOAD_CHECK`] has passed since the last look.
+    fn refresh(&self, current: &mut Current) {
         let Some(files) = &self.inner.files else {
-            return false;
+            return;
         };
         if current.checked.elapsed() < RELOAD_CHECK {
-            return false;
+            return;
         }
         current.checked = Instant::now();
         let pem = match read_files(files) {
             Ok(pem) => pem,
             Err(e) => {
-                // Kubelet swaps the files at once; a reader can still see
-                // one missing for an instant, or a hand-edited half file.
-                tracing::debug!(error = %e, "cannot read the controller TLS files; keeping the current certificates");
-                return false;
+                // A hand edit half done, or the files gone: keep what works,
+                // and say so once per cause.
+                let why = e.to_string();
+                if current.unreadable.as_ref() != Some(&why) {
+                    tracing::warn!(error = %why, "cannot read the controller TLS files; keeping the current certificates");
+                    current.unreadable = Some(why);
+                }
+                return;
             }
         };
+        current.unreadable = None;
         if pem == current.pem || current.refused.as_ref() == Some(&pem) {
-            return false;
+            return;
         }
         match build(&pem, Some(files)) {
             Ok(configs) => {
@@ -227,12 +229,10 @@ impl Tls {
                 current.pem = pem;
                 current.refused = None;
                 tracing::info!(cert = %files.cert.display(), "controller TLS certificates reloaded; new connections use them");
-                true
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the changed controller TLS files cannot be used; keeping the current certificates");
                 current.refused = Some(pem);
-                false
             }
         }
     }
