@@ -41,6 +41,15 @@ fn allocated(c: &Committed) -> anyhow::Result<i64> {
     }
 }
 
+/// Allocates one producer id through `client`; returns it.
+async fn allocate(client: &ControllerClient) -> anyhow::Result<i64> {
+    allocated(
+        &client
+            .propose(&Command::AllocateProducerIds { count: 1 })
+            .await?,
+    )
+}
+
 /// A client that gives up quickly.
 fn quick(endpoints: Vec<String>, tls: Option<Tls>) -> ControllerClient {
     ControllerClient::with_channels(
@@ -65,19 +74,11 @@ async fn controllers_speak_mutual_tls_and_refuse_callers_outside_their_authority
 
     // Raft between the controllers runs over TLS: a leader, commits.
     let client = cluster.client();
-    let first = allocated(
-        &client
-            .propose(&Command::AllocateProducerIds { count: 1 })
-            .await?,
-    )?;
+    let first = allocate(&client).await?;
     // Another party (a broker) with its own certificate of the authority.
     let broker = ca.write(dir.path(), "broker", &["broker-0.floe"])?;
     let broker = quick(endpoints.clone(), Some(tls(&broker)?));
-    let second = allocated(
-        &broker
-            .propose(&Command::AllocateProducerIds { count: 1 })
-            .await?,
-    )?;
+    let second = allocate(&broker).await?;
     ensure!(second == first + 1);
 
     // Plaintext: refused.
@@ -129,11 +130,7 @@ async fn controllers_speak_mutual_tls_and_refuse_callers_outside_their_authority
     );
 
     // Nothing the refused callers sent was applied.
-    let third = allocated(
-        &client
-            .propose(&Command::AllocateProducerIds { count: 1 })
-            .await?,
-    )?;
+    let third = allocate(&client).await?;
     ensure!(third == second + 1, "{first} {second} {third}");
     let states = cluster.states_at(client.read_state().await?.0).await?;
     ensure!(states.values().all(|s| s == &states[&1]), "replicas differ");
@@ -232,11 +229,7 @@ async fn renewed_certificates_and_authorities_are_used_without_a_restart() -> an
     let mut cluster = Cluster::start_tls(dir.path(), tls(&controllers)?).await?;
     let endpoints = cluster.endpoints();
     let client = cluster.client();
-    let first = allocated(
-        &client
-            .propose(&Command::AllocateProducerIds { count: 1 })
-            .await?,
-    )?;
+    let first = allocate(&client).await?;
 
     // A party of the new authority alone is refused while the controllers
     // show a certificate of the old one.
