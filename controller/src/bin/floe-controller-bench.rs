@@ -12,6 +12,11 @@
 //! it measures instead one controller's state machine at that size: applying
 //! the topics and object commits through the Raft state machine, building a
 //! snapshot (JSON, written and fsynced), and reopening it as a restart does.
+//!
+//! With `FLOE_BENCH_TLS_DIR` naming a directory that holds `ca.crt`,
+//! `tls.crt` and `tls.key` (a certificate for `127.0.0.1`, see
+//! docs/controller.md, "TLS"), the controllers and the client speak mutual
+//! TLS: the same numbers with TLS's cost in them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_controller::grpc::client::ClientOptions;
+use floe_controller::grpc::network::Channels;
 use floe_controller::grpc::node::{self, Listeners, NodeConfig};
+use floe_controller::grpc::tls::{Tls, TlsFiles};
 use floe_controller::grpc::ControllerClient;
 use floe_controller::model::Command;
 use floe_controller::raft::ControllerNode;
@@ -484,6 +491,17 @@ async fn main() -> anyhow::Result<()> {
     let mut quorum_fsyncs = quorum_fsync_baseline(&root, 1_000, false)?;
     quorum_fsyncs.sort_unstable();
 
+    let tls = match std::env::var_os("FLOE_BENCH_TLS_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            Some(Tls::load(&TlsFiles {
+                ca: dir.join("ca.crt"),
+                cert: dir.join("tls.crt"),
+                key: dir.join("tls.key"),
+            })?)
+        }
+        None => None,
+    };
     let mut listeners = BTreeMap::new();
     let mut voters = BTreeMap::new();
     for id in 1..=3u64 {
@@ -502,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
             raft: node::default_raft_config("floe-bench").map_err(|e| anyhow::anyhow!("{e}"))?,
             bootstrap_grace: Duration::from_millis(50),
             leases: Default::default(),
-            tls: None,
+            tls: tls.clone(),
             access: Default::default(),
             balancer: floe_controller::grpc::service::BalancerConfig {
                 interval: None,
@@ -511,9 +529,10 @@ async fn main() -> anyhow::Result<()> {
         };
         nodes.push(node::start(config, l).await?);
     }
-    let client = ControllerClient::new(
+    let client = ControllerClient::with_channels(
         voters.values().map(|n| n.api_addr.clone()).collect(),
         ClientOptions::default(),
+        Channels::new(tls.clone()),
     );
     let command = Command::AllocateProducerIds { count: 1 };
     // Warm up: elect, connect.
@@ -593,7 +612,7 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "bench": "controller_commit",
             "quorum": 3,
-            "transport": "grpc-loopback",
+            "transport": if tls.is_some() { "grpc-loopback-mtls" } else { "grpc-loopback" },
             "fsync_ms_p50": fsync_p50,
             "fsync_ms_p99": fsync_p99,
             "commit_ms_p50": p50,
