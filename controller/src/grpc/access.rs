@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
 use tonic::{Request, Status};
@@ -107,6 +107,10 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
 pub(crate) struct Gate {
     allowed: Option<Arc<[NamePattern]>>,
     service: &'static str,
+    /// The last certificate let through (its DER bytes): Raft calls come
+    /// thousands a second from the same few peers, and comparing bytes is
+    /// cheaper than parsing the certificate again.
+    passed: Arc<Mutex<Option<CertificateDer<'static>>>>,
 }
 
 impl Gate {
@@ -114,6 +118,7 @@ impl Gate {
         Gate {
             allowed: allowed.map(Arc::from),
             service,
+            passed: Arc::default(),
         }
     }
 }
@@ -123,14 +128,18 @@ impl tonic::service::Interceptor for Gate {
         let Some(allowed) = &self.allowed else {
             return Ok(request);
         };
-        let names = request
-            .peer_certs()
-            .and_then(|chain| chain.first().map(certificate_names))
-            .unwrap_or_default();
+        let chain = request.peer_certs();
+        let cert = chain.as_ref().and_then(|c| c.first());
+        let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+        if cert.is_some() && passed.as_ref() == cert {
+            return Ok(request);
+        }
+        let names = cert.map(certificate_names).unwrap_or_default();
         if names
             .iter()
             .any(|name| allowed.iter().any(|p| p.matches(name)))
         {
+            *passed = cert.cloned();
             return Ok(request);
         }
         let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
