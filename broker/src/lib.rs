@@ -2,7 +2,7 @@
 //! keeps data only in a small write-ahead log and in object storage.
 
 pub mod admin_cli;
-#[allow(unsafe_code)] // the only unsafe code: see ADR 0003
+#[allow(unsafe_code)] // see ADR 0003
 pub mod alloc;
 pub mod broker;
 pub mod broker_node;
@@ -14,5 +14,7 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod protocol;
+#[allow(unsafe_code)] // see ADR 0017
+pub mod sched;
 pub mod server;
 pub mod storage;

@@ -35,6 +35,8 @@ pub struct Metrics {
     upload_pending_bytes: Gauge,
     object_puts: Counter,
     object_put_bytes: Counter,
+    object_background_puts: Counter,
+    object_escalated_puts: Counter,
     object_gets: Counter,
     object_get_bytes: Counter,
 }
@@ -58,6 +60,8 @@ impl Metrics {
             upload_pending_bytes: Gauge::default(),
             object_puts: Counter::default(),
             object_put_bytes: Counter::default(),
+            object_background_puts: Counter::default(),
+            object_escalated_puts: Counter::default(),
             object_gets: Counter::default(),
             object_get_bytes: Counter::default(),
             registry: Registry::default(),
@@ -108,6 +112,16 @@ impl Metrics {
             m.object_put_bytes.clone(),
         );
         registry.register(
+            "object_background_puts",
+            "Uploads whose PUT ran at idle CPU priority (volume mode)",
+            m.object_background_puts.clone(),
+        );
+        registry.register(
+            "object_escalated_puts",
+            "Background PUTs that waited too long for CPU and were issued again at normal priority",
+            m.object_escalated_puts.clone(),
+        );
+        registry.register(
             "object_gets",
             "Object-store GET requests",
             m.object_gets.clone(),
@@ -139,6 +153,14 @@ impl Metrics {
         set_counter(
             &self.object_put_bytes,
             stats.put_bytes.load(Ordering::Relaxed),
+        );
+        set_counter(
+            &self.object_background_puts,
+            stats.background_puts.load(Ordering::Relaxed),
+        );
+        set_counter(
+            &self.object_escalated_puts,
+            stats.escalated_puts.load(Ordering::Relaxed),
         );
         set_counter(&self.object_gets, stats.gets.load(Ordering::Relaxed));
         set_counter(

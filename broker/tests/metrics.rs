@@ -126,6 +126,8 @@ async fn metrics_health_and_traffic_series() {
         "floe_fetch_bytes_total",
         "floe_upload_pending_bytes",
         "floe_object_puts_total",
+        "floe_object_background_puts_total",
+        "floe_object_escalated_puts_total",
         "floe_object_gets_total",
     ] {
         sample(&body, series);

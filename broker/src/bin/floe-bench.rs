@@ -230,6 +230,57 @@ struct AppendResult {
     puts: u64,
     put_mb: f64,
     puts_per_gb: f64,
+    /// PUTs run at idle priority, and those of them issued again at normal
+    /// priority because they waited too long (`volume` mode, ADR 0017).
+    background_puts: u64,
+    escalated_puts: u64,
+}
+
+/// Object-store counters at one moment.
+#[derive(Clone, Copy)]
+struct PutCounts {
+    puts: u64,
+    bytes: u64,
+    background: u64,
+    escalated: u64,
+}
+
+impl PutCounts {
+    fn now(objects: &Objects) -> PutCounts {
+        let s = &objects.stats;
+        PutCounts {
+            puts: s.puts.load(Ordering::Relaxed),
+            bytes: s.put_bytes.load(Ordering::Relaxed),
+            background: s.background_puts.load(Ordering::Relaxed),
+            escalated: s.escalated_puts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The append result for `us` acks of `batch_bytes` each, with the PUTs
+    /// since `self`.
+    fn result(
+        self,
+        objects: &Objects,
+        concurrency: usize,
+        seconds: f64,
+        bytes: u64,
+        us: Vec<u64>,
+    ) -> AppendResult {
+        let now = PutCounts::now(objects);
+        let puts = now.puts - self.puts;
+        AppendResult {
+            concurrency,
+            seconds,
+            bytes,
+            append_mb_s: bytes as f64 / seconds / 1e6,
+            ack: Latency::from(us),
+            puts,
+            put_mb: (now.bytes - self.bytes) as f64 / 1e6,
+            puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
+            background_puts: now.background - self.background,
+            escalated_puts: now.escalated - self.escalated,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -599,8 +650,7 @@ impl Engine {
         let per_task = (args.max_gb * 1e9 / concurrency as f64 / records.len() as f64).ceil();
         let per_task = per_task.max(1.0) as u64;
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let puts_before = self.objects.stats.puts.load(Ordering::Relaxed);
-        let put_bytes_before = self.objects.stats.put_bytes.load(Ordering::Relaxed);
+        let before = PutCounts::now(&self.objects);
         let start = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..concurrency {
@@ -625,18 +675,7 @@ impl Engine {
         let bytes = (us.len() * records.len()) as u64;
         // Upload what is still pending so PUTs per GB covers every appended byte.
         self.storage.flush().await;
-        let puts = self.objects.stats.puts.load(Ordering::Relaxed) - puts_before;
-        let put_bytes = self.objects.stats.put_bytes.load(Ordering::Relaxed) - put_bytes_before;
-        Ok(AppendResult {
-            concurrency,
-            seconds,
-            bytes,
-            append_mb_s: bytes as f64 / seconds / 1e6,
-            ack: Latency::from(us),
-            puts,
-            put_mb: put_bytes as f64 / 1e6,
-            puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
-        })
+        Ok(before.result(&self.objects, concurrency, seconds, bytes, us))
     }
 
     /// Appends of `--batch-bytes` issued every `batch / rate` seconds, round
@@ -656,8 +695,7 @@ impl Engine {
         let interval = records.len() as f64 / (rate_mb_s * 1e6);
         let max_appends = (args.max_gb * 1e9 / records.len() as f64).ceil().max(1.0) as u64;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(PACED_MAX_IN_FLIGHT));
-        let puts_before = self.objects.stats.puts.load(Ordering::Relaxed);
-        let put_bytes_before = self.objects.stats.put_bytes.load(Ordering::Relaxed);
+        let before = PutCounts::now(&self.objects);
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(secs);
         let mut tasks = tokio::task::JoinSet::new();
@@ -695,21 +733,10 @@ impl Engine {
         let seconds = start.elapsed().as_secs_f64();
         let bytes = issued * records.len() as u64;
         self.storage.flush().await;
-        let puts = self.objects.stats.puts.load(Ordering::Relaxed) - puts_before;
-        let put_bytes = self.objects.stats.put_bytes.load(Ordering::Relaxed) - put_bytes_before;
         Ok(PacedResult {
             target_mb_s: rate_mb_s,
             max_schedule_lag_us: max_lag.as_micros() as u64,
-            result: AppendResult {
-                concurrency: peak,
-                seconds,
-                bytes,
-                append_mb_s: bytes as f64 / seconds / 1e6,
-                ack: Latency::from(us),
-                puts,
-                put_mb: put_bytes as f64 / 1e6,
-                puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
-            },
+            result: before.result(&self.objects, peak, seconds, bytes, us),
         })
     }
 

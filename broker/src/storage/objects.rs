@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +107,11 @@ pub struct ObjectStats {
     pub gets: AtomicU64,
     pub get_bytes: AtomicU64,
     pub deletes: AtomicU64,
+    /// PUTs run at idle priority ([`Objects::put_new_parts_background`])...
+    pub background_puts: AtomicU64,
+    /// ...and those issued again at normal priority because they waited
+    /// too long (each also counted in `puts`).
+    pub escalated_puts: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -117,6 +122,20 @@ pub struct Objects {
     description: String,
     /// Join a PUT's parts before handing them over (the in-process store).
     join_parts: bool,
+    /// Set while a background PUT's thread runs (one at a time).
+    background: Arc<AtomicBool>,
+}
+
+/// How often a background PUT's caller asks whether it has become urgent.
+const URGENCY_CHECK: Duration = Duration::from_millis(10);
+
+/// Clears the background flag when the PUT's thread ends, however it ends.
+struct BackgroundSlot(Arc<AtomicBool>);
+
+impl Drop for BackgroundSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// One buffer holding `payload`, copied a mebibyte at a time with a yield of
@@ -236,6 +255,7 @@ impl Objects {
         };
         Ok(Objects {
             join_parts: location.starts_with("memory://"),
+            background: Arc::default(),
             store,
             prefix: Path::from(prefix),
             stats: Arc::new(ObjectStats::default()),
@@ -292,6 +312,7 @@ impl Objects {
             stats: Arc::new(ObjectStats::default()),
             description: url,
             join_parts: false,
+            background: Arc::default(),
         })
     }
 
@@ -303,6 +324,7 @@ impl Objects {
             stats: Arc::new(ObjectStats::default()),
             description: "custom".into(),
             join_parts: false,
+            background: Arc::default(),
         }
     }
 
@@ -331,41 +353,125 @@ impl Objects {
     /// per object).
     pub async fn put_new_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<(), ObjectsError> {
         let data: PutPayload = parts.into_iter().collect();
-        self.stats.puts.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .put_bytes
-            .fetch_add(data.content_length() as u64, Ordering::Relaxed);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
+        self.count_put(&data);
         // Building a request can be long CPU work on the calling thread: S3
         // signs the payload (SHA-256 of the whole object), the in-process
         // store joins the parts into one buffer. For a 32 MiB object that is
         // tens of milliseconds, which on a runtime worker would hold up the
         // appends and acks queued behind it; so the PUT runs on a blocking
         // thread, its I/O still driven by the runtime.
-        let (store, path) = (self.store.clone(), self.path(key));
-        let join = self.join_parts;
-        let runtime = tokio::runtime::Handle::current();
-        let put = tokio::task::spawn_blocking(move || {
-            let data = if join { join_yielding(&data) } else { data };
-            runtime.block_on(store.put_opts(&path, data, opts))
-        })
-        .await
-        .unwrap_or_else(|e| {
+        let job = self.put_job(key, data);
+        let put = tokio::task::spawn_blocking(job).await.unwrap_or_else(|e| {
             Err(object_store::Error::Generic {
                 store: "floe",
                 source: Box::new(e),
             })
         });
-        match put {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(source) => Err(ObjectsError::Request {
-                op: "PUT",
-                key: key.to_owned(),
-                source,
-            }),
+        put_outcome(key, put)
+    }
+
+    /// [`put_new_parts`](Self::put_new_parts) for data that can wait, whose
+    /// CPU work (joining or signing the request) runs on a thread of its own
+    /// in the idle scheduling class ([`crate::sched::run_only_when_idle`],
+    /// ADR 0017): it uses CPU time that the WAL's and the acks' threads leave
+    /// over and never delays their wake-ups.
+    ///
+    /// That thread may starve on a busy machine, so `urgent` is asked every
+    /// few milliseconds; once it says yes, the same PUT is issued at normal
+    /// priority and the background one is dropped as soon as its thread
+    /// runs (a PUT is atomic: dropped, it writes nothing; and the key is
+    /// created once, so should the background one have landed just before,
+    /// the normal one finds it present). One background PUT runs at a time;
+    /// while it does, others run at normal priority.
+    pub async fn put_new_parts_background(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        urgent: impl Fn() -> bool,
+    ) -> Result<(), ObjectsError> {
+        if urgent() || self.background.swap(true, Ordering::AcqRel) {
+            return self.put_new_parts(key, parts).await;
+        }
+        let slot = BackgroundSlot(self.background.clone());
+        let data: PutPayload = parts.iter().cloned().collect();
+        let length = data.content_length();
+        let (store, path, opts) = (self.store.clone(), self.path(key), create_only());
+        let join = self.join_parts;
+        let runtime = tokio::runtime::Handle::current();
+        let (mut tx, mut rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("floe-put-idle".into())
+            .spawn(move || {
+                let _slot = slot;
+                crate::sched::run_only_when_idle();
+                if tx.is_closed() {
+                    return;
+                }
+                let data = if join { join_yielding(&data) } else { data };
+                runtime.block_on(async move {
+                    tokio::select! {
+                        put = store.put_opts(&path, data, opts) => { let _ = tx.send(put); }
+                        // The caller went on without it.
+                        _ = tx.closed() => {}
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread for a background PUT; PUT at normal priority");
+            return self.put_new_parts(key, parts).await;
+        }
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .put_bytes
+            .fetch_add(length as u64, Ordering::Relaxed);
+        self.stats.background_puts.fetch_add(1, Ordering::Relaxed);
+        let mut check = tokio::time::interval(URGENCY_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                put = &mut rx => {
+                    let put = put.unwrap_or_else(|_| Err(object_store::Error::Generic {
+                        store: "floe",
+                        source: "the background PUT's thread stopped".into(),
+                    }));
+                    return put_outcome(key, put);
+                }
+                _ = check.tick() => {
+                    if urgent() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.stats.escalated_puts.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            key,
+            "a background PUT became urgent before it landed; PUT at normal priority"
+        );
+        drop(rx);
+        self.put_new_parts(key, parts).await
+    }
+
+    fn count_put(&self, data: &PutPayload) {
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .put_bytes
+            .fetch_add(data.content_length() as u64, Ordering::Relaxed);
+    }
+
+    /// The blocking work of one create-only PUT: run on a thread that is not
+    /// a runtime worker, its I/O driven by the current runtime.
+    fn put_job(
+        &self,
+        key: &str,
+        data: PutPayload,
+    ) -> impl FnOnce() -> object_store::Result<object_store::PutResult> + Send + 'static {
+        let (store, path, opts) = (self.store.clone(), self.path(key), create_only());
+        let join = self.join_parts;
+        let runtime = tokio::runtime::Handle::current();
+        move || {
+            let data = if join { join_yielding(&data) } else { data };
+            runtime.block_on(store.put_opts(&path, data, opts))
         }
     }
 
@@ -443,6 +549,29 @@ impl Objects {
         let key = format!("probe/{}", uuid::Uuid::new_v4().simple());
         self.put_new(&key, Bytes::from_static(b"floe")).await?;
         self.delete(&key).await
+    }
+}
+
+fn create_only() -> PutOptions {
+    PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    }
+}
+
+/// A create-only PUT's result: finding the key present means an earlier
+/// attempt (or the other copy of a background PUT) landed.
+fn put_outcome(
+    key: &str,
+    put: object_store::Result<object_store::PutResult>,
+) -> Result<(), ObjectsError> {
+    match put {
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(source) => Err(ObjectsError::Request {
+            op: "PUT",
+            key: key.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -44,15 +44,15 @@ pub(crate) async fn run(storage: Weak<Storage>) {
         // Wakes that arrived during the last round leave a permit behind; only
         // a full object's worth, a flush or the interval justifies a PUT, so
         // objects stay large (few PUTs per GB).
-        let due = timed_out
-            || s.flush_requested.swap(false, Ordering::AcqRel)
-            || s.pending_bytes.load(Ordering::Relaxed) >= s.cfg.upload_bytes;
+        let flush = s.flush_requested.swap(false, Ordering::AcqRel);
+        let due =
+            timed_out || flush || s.pending_bytes.load(Ordering::Relaxed) >= s.cfg.upload_bytes;
         if !due {
             continue;
         }
         last_round = tokio::time::Instant::now();
         loop {
-            match round(&s).await {
+            match round(&s, flush).await {
                 Ok(more) => {
                     backoff = Duration::from_millis(50);
                     if !more {
@@ -86,8 +86,9 @@ struct Pending {
     producers: ProducerStates,
 }
 
-/// One upload. Returns whether more data is waiting (the object was full).
-async fn round(s: &Storage) -> Result<bool, String> {
+/// One upload; `flush` when someone waits for it. Returns whether more data
+/// is waiting (the object was full).
+async fn round(s: &Storage, flush: bool) -> Result<bool, String> {
     let partitions: Vec<Arc<Partition>> = s
         .partitions
         .read()
@@ -199,10 +200,26 @@ async fn round(s: &Storage) -> Result<bool, String> {
         return Ok(false);
     }
     let started = std::time::Instant::now();
-    s.objects
-        .put_new_parts(&key, parts_bytes)
-        .await
-        .map_err(|e| e.to_string())?;
+    let put = match s.cfg.wal_mode {
+        // The data is durable in the WAL: its upload can use CPU time the
+        // appends leave over (ADR 0017), until someone waits for it (a
+        // flush or fence), the backlog nears the point where appends wait,
+        // or it has waited half an upload interval.
+        WalMode::Volume => {
+            let urgent = || {
+                flush
+                    || s.flush_requested.load(Ordering::Acquire)
+                    || s.pending_bytes.load(Ordering::Relaxed) > s.cfg.max_pending_bytes / 2
+                    || started.elapsed() >= s.cfg.upload_interval / 2
+            };
+            s.objects
+                .put_new_parts_background(&key, parts_bytes, urgent)
+                .await
+        }
+        // Acks wait for this PUT.
+        WalMode::Object => s.objects.put_new_parts(&key, parts_bytes).await,
+    };
+    put.map_err(|e| e.to_string())?;
     let entries_len = entries.len();
     let meta = ObjectMeta {
         key: key.clone(),
