@@ -16,6 +16,8 @@
 
 #[path = "floe-bench/baselines.rs"]
 mod baselines;
+#[path = "floe-bench/report.rs"]
+mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ use floe_controller::model::{Command, PartitionId};
 use serde::Serialize;
 
 use baselines::{measure_fsync, measure_group_commit, measure_paced_group_commit};
+use report::{AppendResult, PacedResult, PutCounts, RawFsync, ReadResult, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -173,206 +176,6 @@ impl Args {
 /// The most appends the paced phase keeps in flight; reaching it shows up
 /// as schedule lag.
 const PACED_MAX_IN_FLIGHT: usize = 4096;
-
-#[derive(Debug, Default, Serialize)]
-struct Latency {
-    samples: usize,
-    p50_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-    max_us: u64,
-}
-
-impl Latency {
-    fn from(mut us: Vec<u64>) -> Latency {
-        us.sort_unstable();
-        let at = |q: f64| {
-            us.get(((us.len().saturating_sub(1)) as f64 * q).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        Latency {
-            samples: us.len(),
-            p50_us: at(0.50),
-            p99_us: at(0.99),
-            p999_us: at(0.999),
-            max_us: us.last().copied().unwrap_or(0),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct RawFsync {
-    write_bytes: usize,
-    #[serde(flatten)]
-    latency: Latency,
-    mb_s: f64,
-}
-
-impl RawFsync {
-    /// `us`: one latency per write of `write_bytes`, over `secs` seconds.
-    fn new(write_bytes: usize, us: Vec<u64>, secs: f64) -> RawFsync {
-        RawFsync {
-            write_bytes,
-            mb_s: (us.len() * write_bytes) as f64 / secs / 1e6,
-            latency: Latency::from(us),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct AppendResult {
-    concurrency: usize,
-    seconds: f64,
-    bytes: u64,
-    append_mb_s: f64,
-    ack: Latency,
-    puts: u64,
-    put_mb: f64,
-    puts_per_gb: f64,
-    /// PUTs run at idle priority, and those of them issued again at normal
-    /// priority because they waited too long (`volume` mode, ADR 0017).
-    background_puts: u64,
-    escalated_puts: u64,
-}
-
-/// Object-store counters at one moment.
-#[derive(Clone, Copy)]
-struct PutCounts {
-    puts: u64,
-    bytes: u64,
-    background: u64,
-    escalated: u64,
-}
-
-impl PutCounts {
-    fn now(objects: &Objects) -> PutCounts {
-        let s = &objects.stats;
-        PutCounts {
-            puts: s.puts.load(Ordering::Relaxed),
-            bytes: s.put_bytes.load(Ordering::Relaxed),
-            background: s.background_puts.load(Ordering::Relaxed),
-            escalated: s.escalated_puts.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The append result for `us` acks of `batch_bytes` each, with the PUTs
-    /// since `self`.
-    fn result(
-        self,
-        objects: &Objects,
-        concurrency: usize,
-        seconds: f64,
-        bytes: u64,
-        us: Vec<u64>,
-    ) -> AppendResult {
-        let now = PutCounts::now(objects);
-        let puts = now.puts - self.puts;
-        AppendResult {
-            concurrency,
-            seconds,
-            bytes,
-            append_mb_s: bytes as f64 / seconds / 1e6,
-            ack: Latency::from(us),
-            puts,
-            put_mb: (now.bytes - self.bytes) as f64 / 1e6,
-            puts_per_gb: puts as f64 / (bytes as f64 / 1e9),
-            background_puts: now.background - self.background,
-            escalated_puts: now.escalated - self.escalated,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct PacedResult {
-    /// The offered load.
-    target_mb_s: f64,
-    /// How far the issuer fell behind its schedule at worst (timer
-    /// granularity, or the in-flight cap reached).
-    max_schedule_lag_us: u64,
-    /// `concurrency` is the most appends in flight at once.
-    #[serde(flatten)]
-    result: AppendResult,
-}
-
-#[derive(Debug, Serialize)]
-struct ReadResult {
-    seconds: f64,
-    bytes: u64,
-    mb_s: f64,
-    gets: u64,
-    get_mb: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    cores: usize,
-    /// 1-minute load average before and after (other work on the machine skews results).
-    loadavg_start: f64,
-    loadavg_end: f64,
-    dir: String,
-    objects: ObjectsKind,
-    partitions: i32,
-    batch_bytes: usize,
-    raw_fsync: RawFsync,
-    /// The same writes overwriting a file written out beforehand (no file
-    /// growth, so `fdatasync` needs no journal commit), as the WAL writes
-    /// into reused segments.
-    raw_fsync_overwrite: RawFsync,
-    raw_fsync_large: RawFsync,
-    /// `--concurrency` writers of `batch_bytes` through a bare group commit
-    /// on one file (no engine): the durable-append floor at that load.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_group_commit: Option<RawFsync>,
-    /// The same, overwriting a file written out beforehand.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_group_commit_overwrite: Option<RawFsync>,
-    /// volume ack p99 minus that overwriting group commit's p99.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_over_overwrite_group_commit_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_probe: Option<AppendResult>,
-    /// The bare group commit at `--rate-mb-s` offered load, appending and
-    /// overwriting: the paced phase's floor, measured the same way.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    paced_group_commit: Option<RawFsync>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    paced_group_commit_overwrite: Option<RawFsync>,
-    /// `volume` mode at `--rate-mb-s` offered load; its ack p99 minus the
-    /// raw fdatasync p99 and minus the two paced group commits' p99s.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_paced: Option<PacedResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    paced_broker_added_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    paced_over_group_commit_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    paced_over_overwrite_group_commit_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume: Option<AppendResult>,
-    /// volume ack p99 minus raw fdatasync p99 (same run), and their ratio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_broker_added_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_p99_over_fsync_p99: Option<f64>,
-    /// volume ack p99 minus the bare group commit's p99 (same run, same
-    /// concurrency and batch size), and their ratio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_over_group_commit_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    volume_p99_over_group_commit_p99: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    probe_broker_added_p99_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tail_read: Option<ReadResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    catchup_read: Option<ReadResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    object: Option<AppendResult>,
-    /// `object` mode at `--object-rate-mb-s` offered load.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    object_paced: Option<PacedResult>,
-}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

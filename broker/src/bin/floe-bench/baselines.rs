@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::RawFsync;
+use crate::report::RawFsync;
 
 /// The bytes an overwriting baseline's file is written out to beforehand
 /// (writes wrap around inside it).
