@@ -353,7 +353,7 @@ impl Objects {
     /// per object).
     pub async fn put_new_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<(), ObjectsError> {
         let data: PutPayload = parts.into_iter().collect();
-        self.count_put(&data);
+        self.count_put(data.content_length());
         // Building a request can be long CPU work on the calling thread: S3
         // signs the payload (SHA-256 of the whole object), the in-process
         // store joins the parts into one buffer. For a 32 MiB object that is
@@ -420,10 +420,7 @@ impl Objects {
             tracing::debug!(error = %e, "no thread for a background PUT; PUT at normal priority");
             return self.put_new_parts(key, parts).await;
         }
-        self.stats.puts.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .put_bytes
-            .fetch_add(length as u64, Ordering::Relaxed);
+        self.count_put(length);
         self.stats.background_puts.fetch_add(1, Ordering::Relaxed);
         let mut check = tokio::time::interval(URGENCY_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -452,11 +449,11 @@ impl Objects {
         self.put_new_parts(key, parts).await
     }
 
-    fn count_put(&self, data: &PutPayload) {
+    fn count_put(&self, bytes: usize) {
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .put_bytes
-            .fetch_add(data.content_length() as u64, Ordering::Relaxed);
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// The blocking work of one create-only PUT: run on a thread that is not
